@@ -1,0 +1,66 @@
+"""Where things live under a store root, and the JSON conventions of the files there.
+
+::
+
+    objects/<key[:2]>/<key>/             one object: the stage's files, manifest.json, COMPLETE
+    datasets/<name>/versions/000001.json one dataset version manifest per file (never rewritten)
+    datasets/<name>/tags/<tag>.json      a user tag pointing at a version
+    tmp/                                 staging directories and scratch files (local roots only)
+
+The object path depends on the key alone, so ``has(key)`` is one stat of ``.../COMPLETE``; the
+stage name is in the manifest, not the path.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from tasks.store.errors import CorruptManifestError
+
+OBJECTS_DIR = "objects"
+DATASETS_DIR = "datasets"
+MANIFEST_NAME = "manifest.json"
+MARKER_NAME = "COMPLETE"
+RESERVED_NAMES = frozenset({MANIFEST_NAME, MARKER_NAME})
+
+
+def object_rel(key: str) -> str:
+    return f"{OBJECTS_DIR}/{key[:2]}/{key}"
+
+
+def versions_rel(name: str) -> str:
+    return f"{DATASETS_DIR}/{name}/versions"
+
+
+def version_rel(name: str, version: int) -> str:
+    return f"{versions_rel(name)}/{version:06d}.json"
+
+
+def tags_rel(name: str) -> str:
+    return f"{DATASETS_DIR}/{name}/tags"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def parse_utc(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+def json_bytes(document: Any) -> bytes:
+    """Readable, deterministic JSON for manifests (strict: no NaN)."""
+    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return (text + "\n").encode()
+
+
+def load_json(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptManifestError(f"{where} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise CorruptManifestError(f"{where} holds a {type(document).__name__}, expected an object")
+    return document
