@@ -52,6 +52,7 @@ from tasks.store.layout import (
     MARKER_NAME,
     OBJECTS_DIR,
     RESERVED_NAMES,
+    failure_rel,
     json_bytes,
     load_json,
     object_rel,
@@ -217,6 +218,35 @@ class ArtifactStore:
             return False
         self._backend.remove_file(f"{rel}/{MARKER_NAME}")
         self._backend.remove_tree(rel)
+        return True
+
+    # ------------------------------------------------------------------ failure records
+
+    def record_failure(self, key: str, *, stage: str, item: str | None, reason: str, message: str) -> None:
+        """Remember that producing `key` failed for a reason its inputs decide (corrupt, empty).
+
+        The key hashes every input and parameter, so the same key would fail the same way;
+        a re-run reports the recorded failure instead of trying again (unless told to retry).
+        """
+        document = {"key": validate_object_key(key), "stage": stage, "item": item, "reason": reason,
+                    "message": message, "recorded_at": utc_now()}
+        self._backend.write_atomic(failure_rel(key), json_bytes(document))
+
+    def recorded_failure(self, key: str) -> dict[str, Any] | None:
+        """The failure recorded for `key`, or None."""
+        rel = failure_rel(validate_object_key(key))
+        try:
+            raw = self._backend.read_bytes(rel)
+        except FileNotFoundError:
+            return None
+        return load_json(raw, self._backend.uri(rel))
+
+    def clear_failure(self, key: str) -> bool:
+        """Forget a recorded failure so the next run tries again. False if none was recorded."""
+        rel = failure_rel(validate_object_key(key))
+        if not self._backend.exists(rel):
+            return False
+        self._backend.remove_file(rel)
         return True
 
     @contextmanager

@@ -5,6 +5,7 @@
     objects/<key[:2]>/<key>/             one object: the stage's files, manifest.json, COMPLETE
     datasets/<name>/versions/000001.json one dataset version manifest per file (never rewritten)
     datasets/<name>/tags/<tag>.json      a user tag pointing at a version
+    failures/<key[:2]>/<key>.json        why producing an object failed (a corrupt or empty input)
     tmp/                                 staging directories and scratch files (local roots only)
 
 The object path depends on the key alone, so ``has(key)`` is one stat of ``.../COMPLETE``; the
@@ -21,6 +22,7 @@ from tasks.store.errors import CorruptManifestError
 
 OBJECTS_DIR = "objects"
 DATASETS_DIR = "datasets"
+FAILURES_DIR = "failures"
 MANIFEST_NAME = "manifest.json"
 MARKER_NAME = "COMPLETE"
 RESERVED_NAMES = frozenset({MANIFEST_NAME, MARKER_NAME})
@@ -28,6 +30,10 @@ RESERVED_NAMES = frozenset({MANIFEST_NAME, MARKER_NAME})
 
 def object_rel(key: str) -> str:
     return f"{OBJECTS_DIR}/{key[:2]}/{key}"
+
+
+def failure_rel(key: str) -> str:
+    return f"{FAILURES_DIR}/{key[:2]}/{key}.json"
 
 
 def versions_rel(name: str) -> str:

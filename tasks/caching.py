@@ -1,0 +1,64 @@
+"""Prefect caching on top of the artifact store.
+
+Prefect's stock `INPUTS` policy hashes argument values: a path string, not the files behind
+it, so a task stays `Cached` after its output was deleted. Here the cache key of a batch task
+is derived from the store keys of the objects it produces (which already hash the stage,
+its version, its parameters and its inputs), and a batch whose objects are not all in the
+store is submitted with `refresh_cache=True`, so it recomputes and overwrites the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.futures import PrefectFuture
+from prefect.tasks import Task
+
+from tasks.batching import WorkItem
+from tasks.store import ArtifactStore
+
+
+def batch_cache_key(task_name: str, items: Sequence[WorkItem]) -> str:
+    """The cache key of a batch task: its name and the sorted object keys it publishes."""
+    digest = hashlib.sha256(task_name.encode())
+    for key in sorted(item.key for item in items):
+        digest.update(key.encode())
+    return f"{task_name}-{digest.hexdigest()}"
+
+
+@dataclass
+class StoreObjectsPolicy(CachePolicy):
+    """Cache key = the store keys of the batch passed as the task's `items` argument."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        items = inputs.get("items")
+        if not items:
+            return None
+        return batch_cache_key(task_ctx.task.name, items)
+
+
+STORE_OBJECTS = StoreObjectsPolicy()
+
+
+def is_settled(store: ArtifactStore, item: WorkItem, retry_failed: bool = False) -> bool:
+    """True when the item's object is in the store, or its failure is recorded (and not being retried)."""
+    return store.has(item.key) or (not retry_failed and store.recorded_failure(item.key) is not None)
+
+
+def submit_batch(
+    task: Task, store: ArtifactStore, items: Sequence[WorkItem], retry_failed: bool = False, **kwargs: Any
+) -> PrefectFuture:
+    """Submit a batch task; force a recompute when any of its items is not settled in the store."""
+    complete = all(is_settled(store, item, retry_failed) for item in items)
+    return task.with_options(refresh_cache=not complete).submit(items=list(items), retry_failed=retry_failed,
+                                                                **kwargs)
