@@ -1,0 +1,305 @@
+"""Audio loading and the encode/decode codec with a tiny autoencoder."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musika_model import audio
+from musika_model.codec import (
+    Autoencoder,
+    AutoencoderFolderError,
+    LatentShapeError,
+    NonFiniteLatentsError,
+)
+from musika_model.config import AutoencoderConfig
+from musika_model.frontend import latents_for_samples, samples_for_latents
+from musika_model.layers import noise_layers
+
+SR = 44100
+
+
+def _music(seconds: float, rate: int = SR, seed: int = 0) -> np.ndarray:
+    """Two decaying partials per channel plus a little noise: (n, 2) float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    envelope = np.exp(-3 * (t % 0.5))
+    left = 0.3 * np.sin(2 * np.pi * 262 * t) + 0.1 * np.sin(2 * np.pi * 523 * t)
+    right = 0.3 * np.sin(2 * np.pi * 330 * t) + 0.1 * np.sin(2 * np.pi * 659 * t)
+    stereo = np.stack([left, right], axis=1) * envelope[:, None]
+    return (stereo + 0.01 * rng.standard_normal(stereo.shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def autoencoder() -> Autoencoder:
+    return Autoencoder.build(AutoencoderConfig.tiny())
+
+
+# ------------------------------------------------------------------ audio loading
+
+
+def test_load_audio_resamples_and_duplicates_mono(tmp_path):
+    mono = _music(2.0, rate=22050)[:, 0]
+    path = tmp_path / "mono.flac"
+    sf.write(path, mono, 22050)
+    loaded = audio.load_audio(path)
+    assert loaded.shape == (2 * SR, 2)
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded[:, 0], loaded[:, 1])
+    # The 262 Hz partial survives resampling: compare spectra peaks.
+    spectrum = np.abs(np.fft.rfft(loaded[:, 0]))
+    assert abs(np.argmax(spectrum) * SR / len(loaded) - 262) < 2
+
+
+def test_int16_pcm_is_scaled_to_unit_range(tmp_path):
+    samples = np.array([0, 16384, -32768, 32767] * 1000, np.int16)
+    path = tmp_path / "pcm16.wav"
+    sf.write(path, samples, SR, subtype="PCM_16")
+    loaded = audio.load_audio(path)
+    np.testing.assert_allclose(loaded[:4, 0], [0.0, 0.5, -1.0, 32767 / 32768])
+    np.testing.assert_allclose(audio.to_stereo_float(samples)[:4, 1], loaded[:4, 1])
+
+
+def test_unsigned_8_bit_pcm_is_centred():
+    samples = np.array([128, 255, 0], np.uint8)
+    np.testing.assert_allclose(audio.to_stereo_float(samples)[:, 0], [0.0, 127 / 128, -1.0])
+
+
+def test_streaming_blocks_equal_whole_file_for_resampled_ogg(tmp_path):
+    path = tmp_path / "clip.ogg"
+    sf.write(path, _music(3.0, rate=48000), 48000, format="OGG", subtype="VORBIS")
+    blocks = list(audio.iter_audio_blocks(path, block_frames=10_000))
+    assert len(blocks) > 10
+    assert max(len(block) for block in blocks) <= 10_000
+    whole = audio.load_audio(path)
+    np.testing.assert_array_equal(np.concatenate(blocks), whole)
+    assert abs(len(whole) - 3 * SR) <= 1
+
+
+def test_nan_in_a_float_file_is_reported_with_its_position(tmp_path):
+    data = _music(1.0)
+    data[30_000, 1] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, data, SR, subtype="FLOAT")
+    with pytest.raises(audio.NonFiniteAudioError, match="sample 30000"):
+        audio.load_audio(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        (None, audio.AudioFileError, "no such audio file"),
+        (b"this is not audio at all" * 10, audio.AudioFileError, "cannot open as audio"),
+    ],
+)
+def test_unreadable_files(tmp_path, content, error, message):
+    path = tmp_path / "broken.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=message):
+        audio.load_audio(path)
+
+
+def test_empty_file_and_too_many_channels(tmp_path):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros((0, 2), np.float32), SR)
+    with pytest.raises(audio.EmptyAudioError, match="empty.wav"):
+        audio.load_audio(empty)
+    surround = tmp_path / "surround.wav"
+    sf.write(surround, np.zeros((100, 6), np.float32), SR)
+    with pytest.raises(audio.ChannelLayoutError, match="6 channels"):
+        audio.load_audio(surround)
+
+
+@pytest.mark.parametrize(
+    ("array", "error", "message"),
+    [
+        (np.zeros((2, 5000), np.float32), audio.ChannelLayoutError, "channels-first"),
+        (np.zeros((10, 2, 2), np.float32), audio.ChannelLayoutError, "got \\(10, 2, 2\\)"),
+        (np.zeros(100, np.complex64), audio.AudioDtypeError, "complex64"),
+        (np.array([0.0, np.inf, 0.0]), audio.NonFiniteAudioError, "sample 1"),
+    ],
+)
+def test_bad_arrays(array, error, message):
+    with pytest.raises(error, match=message):
+        audio.to_stereo_float(array)
+
+
+def test_write_wav_round_trip(tmp_path):
+    data = _music(0.5)
+    path = audio.write_wav(tmp_path / "sub" / "out.wav", data)
+    read, rate = sf.read(path, dtype="float32")
+    assert rate == SR
+    np.testing.assert_array_equal(read, data)
+
+
+# ------------------------------------------------------------------ encode / decode
+
+
+@pytest.mark.parametrize("seconds", [0.01, 0.5, 1.0, 3.3])
+def test_encode_decode_shapes_lengths_and_padding(autoencoder, seconds):
+    data = _music(seconds)
+    result = autoencoder.encode(data)
+    count = latents_for_samples(len(data))
+    assert result.latents.shape == (count, 128)
+    assert result.latents.dtype == np.float32
+    assert np.isfinite(result.latents).all() and np.abs(result.latents).max() <= 1.0
+    assert result.num_samples == len(data)
+    assert result.num_samples + result.padded_samples == samples_for_latents(count)
+    assert result.padded == (result.padded_samples > 0)
+
+    decoded = autoencoder.decode(result.latents)
+    assert decoded.shape == (samples_for_latents(count), 2)
+    assert np.isfinite(decoded).all() and np.abs(decoded).max() <= 1.0
+    trimmed = autoencoder.decode(result.latents, num_samples=result.num_samples)
+    assert trimmed.shape == data.shape
+
+
+def test_audio_shorter_than_one_chunk_is_padded_not_dropped(autoencoder):
+    tiny = _music(0.01)  # 441 samples: less than one STFT frame
+    result = autoencoder.encode(tiny)
+    assert result.num_latents == 1
+    assert result.padded and result.padded_samples == 4096 + 768 - 441
+    exact = np.zeros((8 * 4096 + 768, 2), np.float32)
+    assert not autoencoder.encode(exact).padded
+
+
+def test_latents_are_local_so_a_prefix_encodes_to_a_prefix(autoencoder):
+    data = _music(4.0)
+    whole = autoencoder.encode(data).latents
+    prefix = autoencoder.encode(data[: samples_for_latents(13)]).latents
+    assert prefix.shape == (13, 128)
+    np.testing.assert_allclose(prefix, whole[:13], atol=1e-5)
+
+
+def test_mono_input_is_duplicated_to_both_halves(autoencoder):
+    mono = _music(1.5)[:, 0]
+    latents = autoencoder.encode(mono).latents
+    np.testing.assert_array_equal(latents[:, :64], latents[:, 64:])
+    stereo = autoencoder.encode(np.stack([mono, mono], axis=1)).latents
+    np.testing.assert_array_equal(latents, stereo)
+
+
+def test_integer_pcm_encodes_like_its_float_equivalent(autoencoder):
+    pcm = (_music(1.0) * 32767).astype(np.int16)
+    from_int = autoencoder.encode(pcm).latents
+    from_float = autoencoder.encode(pcm.astype(np.float32) / 32768).latents
+    np.testing.assert_allclose(from_int, from_float, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 48000])
+def test_other_sample_rates_are_resampled_first(autoencoder, rate):
+    data = _music(2.0, rate=rate)
+    result = autoencoder.encode(data, sample_rate=rate)
+    assert result.source_sample_rate == rate
+    assert abs(result.num_samples - 2 * SR) <= 1
+    direct = autoencoder.encode(audio.resample(data, rate))
+    np.testing.assert_array_equal(result.latents, direct.latents)
+
+
+def test_streaming_file_encode_equals_in_memory_encode(autoencoder, tmp_path):
+    path = tmp_path / "long.flac"
+    sf.write(path, _music(12.0, rate=48000), 48000)
+    in_memory = autoencoder.encode(audio.load_audio(path), piece_latents=40)
+    streamed = autoencoder.encode_file(path, piece_latents=40, block_frames=30_000)
+    assert streamed.source_sample_rate == 48000
+    assert streamed.num_samples == in_memory.num_samples
+    assert streamed.padded_samples == in_memory.padded_samples
+    np.testing.assert_array_equal(streamed.latents, in_memory.latents)
+    # Piece size changes only the batching, not the result.
+    single_piece = autoencoder.encode(audio.load_audio(path), piece_latents=10_000)
+    np.testing.assert_allclose(single_piece.latents, streamed.latents, atol=1e-5)
+
+
+def test_piecewise_decode_equals_whole_decode(autoencoder):
+    latents = autoencoder.encode(_music(6.0)).latents
+    whole = autoencoder.decode(latents, piece_latents=1024)
+    pieces = autoencoder.decode(latents, piece_latents=16)
+    np.testing.assert_allclose(pieces, whole, atol=1e-5)
+
+
+def test_decode_noise_is_seeded(autoencoder):
+    latents = autoencoder.encode(_music(1.0)).latents
+    scales = [layer.noise_weight for model in (autoencoder.decoder1, autoencoder.decoder2)
+              for layer in noise_layers(model)]
+    assert scales
+    for scale in scales:
+        scale.assign([0.3])
+    try:
+        first = autoencoder.decode(latents, seed=3)
+        again = autoencoder.decode(latents, seed=3)
+        other = autoencoder.decode(latents, seed=4)
+    finally:
+        for scale in scales:
+            scale.assign([0.0])
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-3
+
+
+def test_bad_audio_and_latents_raise_specific_errors(autoencoder):
+    with pytest.raises(audio.EmptyAudioError):
+        autoencoder.encode(np.zeros((0, 2), np.float32))
+    with pytest.raises(audio.NonFiniteAudioError):
+        autoencoder.encode(np.full(5000, np.nan, np.float32))
+    with pytest.raises(audio.SampleRateError, match="positive"):
+        autoencoder.encode(_music(0.2), sample_rate=0)
+    with pytest.raises(LatentShapeError, match=r"\(T, 128\)"):
+        autoencoder.decode(np.zeros((10, 64), np.float32))
+    with pytest.raises(LatentShapeError, match="T >= 1"):
+        autoencoder.decode(np.zeros((0, 128), np.float32))
+    with pytest.raises(LatentShapeError, match="floating"):
+        autoencoder.decode(np.zeros((4, 128), np.int32))
+    latents = np.zeros((4, 128), np.float32)
+    latents[2, 5] = np.nan
+    with pytest.raises(NonFiniteLatentsError, match=r"\(2, 5\)"):
+        autoencoder.decode(latents)
+    with pytest.raises(ValueError, match="num_samples"):
+        autoencoder.decode(np.zeros((4, 128), np.float32), num_samples=10**6)
+
+
+def test_encode_file_errors(autoencoder, tmp_path):
+    with pytest.raises(audio.AudioFileError, match="missing.wav"):
+        autoencoder.encode_file(tmp_path / "missing.wav")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros((0, 1), np.float32), SR)
+    with pytest.raises(audio.EmptyAudioError):
+        autoencoder.encode_file(empty)
+
+
+# ------------------------------------------------------------------ save / load
+
+
+def test_save_and_load_round_trip(autoencoder, tmp_path):
+    data = _music(1.0)
+    folder = autoencoder.save(tmp_path / "ae")
+    loaded = Autoencoder.load(folder)
+    assert loaded.config == autoencoder.config
+    np.testing.assert_array_equal(loaded.encode(data).latents, autoencoder.encode(data).latents)
+    latents = autoencoder.encode(data).latents
+    np.testing.assert_allclose(loaded.decode(latents), autoencoder.decode(latents), atol=1e-6)
+
+
+def test_load_rejects_incomplete_or_mismatched_folders(autoencoder, tmp_path):
+    with pytest.raises(AutoencoderFolderError, match="autoencoder.json"):
+        Autoencoder.load(tmp_path)
+    folder = autoencoder.save(tmp_path / "ae")
+    (folder / "decoder2.npz").unlink()
+    with pytest.raises(AutoencoderFolderError, match="missing decoder2.npz"):
+        Autoencoder.load(folder)
+
+    other = autoencoder.save(tmp_path / "other")
+    meta = json.loads((other / "autoencoder.json").read_text())
+    meta["config"] = AutoencoderConfig.tiny(divisor=8).to_dict()
+    (other / "autoencoder.json").write_text(json.dumps(meta))
+    with pytest.raises(AutoencoderFolderError, match="does not fit"):
+        Autoencoder.load(other)
+
+
+def test_official_layout_export_and_import_round_trip(autoencoder, tmp_path):
+    written = autoencoder.save_official(tmp_path / "official")
+    assert sorted(path.name for path in written) == ["dec.h5", "dec2.h5", "enc.h5", "enc2.h5"]
+    imported = Autoencoder.from_official(tmp_path / "official")
+    assert imported.config == autoencoder.config
+    data = _music(1.0)
+    np.testing.assert_array_equal(imported.encode(data).latents, autoencoder.encode(data).latents)
