@@ -237,3 +237,34 @@ def test_noise_is_active_switchable_and_seedable():
     np.testing.assert_array_equal(first, np.asarray(decoder(latents)))
     assert musika_layers.set_noise_enabled(decoder, False) == 7
     np.testing.assert_array_equal(np.asarray(decoder(latents)), np.asarray(decoder(latents)))
+
+
+def test_describe_networks_is_json_and_matches_the_official_sizes():
+    import json
+
+    from musika_model.info import describe_networks
+
+    info = describe_networks(base_channels=64)
+    assert json.loads(json.dumps(info)) == info
+    parameters = {role: entry["parameters"] for role, entry in info["networks"].items()}
+    assert {role: parameters[role] for role in OFFICIAL_AE_PARAMETERS} == OFFICIAL_AE_PARAMETERS
+    assert (parameters["generator"], parameters["critic"]) == OFFICIAL_GAN_PARAMETERS[(64, False)]
+    assert info["networks"]["decoder1"]["outputs"] == [
+        {"name": "magnitude", "shape": [None, 128, 513]},
+        {"name": "phase", "shape": [None, 128, 513]},
+    ]
+    assert info["networks"]["generator"]["inputs"][0]["shape"] == [None, 256, 128]
+    assert info["totals"]["autoencoder"] == sum(OFFICIAL_AE_PARAMETERS.values())
+    assert info["autoencoder"]["official"] is True
+
+
+def test_describe_networks_small_and_tiny():
+    from musika_model.info import describe_networks
+
+    info = describe_networks(base_channels=16, small=True, ae=TINY_AE)
+    assert info["gan"]["latent_length"] == 128
+    assert info["networks"]["critic"]["inputs"][0]["shape"] == [None, 128, 128]
+    assert info["networks"]["generator"]["parameters"] == generator_parameters(16, True)
+    assert info["autoencoder"]["official"] is False
+    with pytest.raises(ValueError, match="base_channels"):
+        describe_networks(base_channels=0)
