@@ -1,0 +1,317 @@
+"""Loudness normalization and the audio helpers, checked with independent measurements.
+
+Loudness is measured by calling pyloudnorm directly on the audio read back from a WAV file, and
+true peak with scipy's resample_poly at 4x: never through the module's own helpers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from tasks.audio_io import (
+    AudioFormatError,
+    audio_stats,
+    ensure_stereo,
+    pcm_to_float32,
+    read_wav,
+    write_wav,
+)
+from tasks.loudness import (
+    InvalidLoudnessParams,
+    ItemRejected,
+    LoudnessParams,
+    normalize_loudness,
+    true_peak_dbtp,
+)
+
+RATE = 44100
+
+
+def measured_lufs(audio: np.ndarray, rate: int = RATE) -> float:
+    return pyloudnorm.Meter(rate).integrated_loudness(np.asarray(audio, dtype=np.float64))
+
+
+def measured_true_peak_dbtp(audio: np.ndarray) -> float:
+    upsampled = resample_poly(np.asarray(audio, dtype=np.float64), 4, 1, axis=0)
+    return 20 * np.log10(np.abs(upsampled).max())
+
+
+def round_trip(audio: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """The normalized audio as a later stage would see it: written to WAV and read back."""
+    path = tmp_path / "normalized.wav"
+    sf.write(path, audio, RATE, subtype="FLOAT")
+    data, rate = sf.read(path, dtype="float64", always_2d=True)
+    assert rate == RATE
+    return data
+
+
+def piano_like(seconds: float = 6.0, level: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Decaying harmonic tones in both channels with a little noise: music-like dynamics."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    signal = np.zeros((t.size, 2))
+    for onset in np.arange(0.0, seconds, 0.5):
+        frequency = 110.0 * 2 ** (rng.integers(0, 24) / 12)
+        local = t[t >= onset] - onset
+        tone = sum(np.sin(2 * np.pi * frequency * h * local) / h for h in (1, 2, 3, 4))
+        decay = np.exp(-local * 3.0)
+        pan = rng.uniform(0.3, 0.7)
+        signal[t >= onset, 0] += (1 - pan) * tone * decay
+        signal[t >= onset, 1] += pan * tone * decay
+    signal += 0.01 * rng.standard_normal(signal.shape)
+    return (level * signal / np.abs(signal).max()).astype(np.float32)
+
+
+def sustained_with_transients(seconds: float = 8.0) -> np.ndarray:
+    """Quiet sustained chord plus one very short loud transient per second: the loudness sits in
+    the chord, the true peak in the transients, so reaching -20 LUFS needs peak limiting."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    mono = 0.03 * (
+        np.sin(2 * np.pi * 220 * t)
+        + np.sin(2 * np.pi * 277 * t)
+        + 0.5 * np.sin(2 * np.pi * 330 * t)
+    )
+    burst = 0.8 * np.hanning(64) * np.sin(2 * np.pi * 1000 * np.arange(64) / RATE)
+    for second in range(int(seconds)):
+        start = second * RATE + 1000
+        mono[start : start + 64] += burst
+    return np.stack([mono, 0.8 * mono], axis=1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Normalization
+
+
+@pytest.mark.parametrize("level", [0.02, 0.3, 0.9])
+def test_output_is_at_target_and_under_the_ceiling_measured_independently(
+    level: float, tmp_path: Path
+) -> None:
+    params = LoudnessParams()
+    audio = piano_like(level=level)
+    result = normalize_loudness(audio, RATE, params)
+    assert result.audio.dtype == np.float32 and result.audio.shape == audio.shape
+    written = round_trip(result.audio, tmp_path)
+    assert abs(measured_lufs(written) - params.target_lufs) <= 0.5
+    assert measured_true_peak_dbtp(written) <= params.peak_ceiling_dbfs
+    assert result.lufs_before == pytest.approx(measured_lufs(audio), abs=0.01)
+    assert result.lufs_after == pytest.approx(measured_lufs(written), abs=0.05)
+    assert result.true_peak_before_dbtp == pytest.approx(measured_true_peak_dbtp(audio), abs=0.01)
+    assert result.true_peak_after_dbtp == pytest.approx(measured_true_peak_dbtp(written), abs=0.01)
+    assert result.gain_db == pytest.approx(params.target_lufs - measured_lufs(audio), abs=0.01)
+
+
+def test_other_targets_and_sample_rates(tmp_path: Path) -> None:
+    params = LoudnessParams(target_lufs=-23.0, peak_ceiling_dbfs=-2.0)
+    audio = resample_poly(piano_like(), 1, 2, axis=0).astype(np.float32)  # 22.05 kHz
+    result = normalize_loudness(audio, RATE // 2, params)
+    assert abs(measured_lufs(result.audio, RATE // 2) + 23.0) <= 0.5
+    assert measured_true_peak_dbtp(result.audio) <= -2.0
+
+
+def test_int16_pcm_is_scaled_by_its_range_not_rejected() -> None:
+    floats = piano_like(level=0.5)
+    pcm = np.round(floats * 32767).astype(np.int16)
+    from_pcm = normalize_loudness(pcm, RATE)
+    from_floats = normalize_loudness(floats, RATE)
+    assert from_pcm.lufs_before == pytest.approx(from_floats.lufs_before, abs=0.01)
+    assert abs(measured_lufs(from_pcm.audio) - LoudnessParams().target_lufs) <= 0.5
+    assert np.abs(from_pcm.audio - from_floats.audio).max() < 1e-3
+
+
+def test_int32_pcm_is_scaled_by_its_range() -> None:
+    floats = piano_like(level=0.5)
+    pcm = np.round(floats.astype(np.float64) * 2**31).astype(np.int32)
+    assert normalize_loudness(pcm, RATE).lufs_before == pytest.approx(
+        measured_lufs(floats), abs=0.01
+    )
+
+
+def test_mono_is_duplicated_to_stereo() -> None:
+    mono = piano_like()[:, 0]
+    result = normalize_loudness(mono, RATE)
+    assert result.audio.shape == (mono.size, 2)
+    assert np.array_equal(result.audio[:, 0], result.audio[:, 1])
+    assert abs(measured_lufs(result.audio) - LoudnessParams().target_lufs) <= 0.5
+
+
+def test_loud_item_is_turned_down_without_the_limiter() -> None:
+    loud = np.clip(piano_like(level=1.0) * 4, -1, 1)
+    result = normalize_loudness(loud, RATE)
+    assert result.gain_db < 0 and not result.limited and result.limiter_reduction_db == 0.0
+
+
+def test_item_needing_limiting_stays_at_target_and_under_the_ceiling(tmp_path: Path) -> None:
+    params = LoudnessParams()
+    audio = sustained_with_transients()
+    # Precondition: plain gain to the target would push the true peak over the ceiling.
+    needed_gain = params.target_lufs - measured_lufs(audio)
+    assert measured_true_peak_dbtp(audio) + needed_gain > params.peak_ceiling_dbfs + 3
+    result = normalize_loudness(audio, RATE, params)
+    assert result.limited and result.limiter_reduction_db > 3
+    written = round_trip(result.audio, tmp_path)
+    assert abs(measured_lufs(written) - params.target_lufs) <= 0.5
+    assert measured_true_peak_dbtp(written) <= params.peak_ceiling_dbfs
+    # Transparent: away from the transients the sustained chord is only scaled, not distorted.
+    quiet = slice(int(0.3 * RATE), int(0.9 * RATE))
+    ratio = result.audio[quiet] / audio[quiet]
+    assert np.ptp(ratio[np.abs(audio[quiet]) > 0.01]) < 1e-3
+
+
+def test_reject_policy_rejects_the_item_that_needs_limiting() -> None:
+    with pytest.raises(ItemRejected) as caught:
+        normalize_loudness(sustained_with_transients(), RATE, LoudnessParams(peak_policy="reject"))
+    assert caught.value.reason_code == "peak_exceeds_ceiling"
+    assert "dB of gain; true peak would reach" in caught.value.message
+    assert "dBTP" in caught.value.message
+
+
+def test_limiting_beyond_the_allowed_depth_is_rejected() -> None:
+    with pytest.raises(ItemRejected) as caught:
+        normalize_loudness(sustained_with_transients(), RATE, LoudnessParams(max_limiting_db=2.0))
+    assert caught.value.reason_code == "peak_exceeds_ceiling"
+    assert "limit of 2.0 dB" in caught.value.message
+
+
+# --------------------------------------------------------------------------------------------
+# Rejections
+
+
+def test_digital_silence_is_rejected_never_nan() -> None:
+    with pytest.raises(ItemRejected) as caught:
+        normalize_loudness(np.zeros((3 * RATE, 2), np.float32), RATE)
+    assert caught.value.reason_code == "silent"
+
+
+def test_near_silence_needing_absurd_gain_is_rejected() -> None:
+    whisper = piano_like(level=10 ** (-50 / 20))
+    needed_gain = LoudnessParams().target_lufs - measured_lufs(whisper)
+    assert LoudnessParams().max_gain_db < needed_gain and measured_lufs(whisper) > -70
+    with pytest.raises(ItemRejected) as caught:
+        normalize_loudness(whisper, RATE)
+    assert caught.value.reason_code == "excessive_gain"
+    assert "dB of gain" in caught.value.message
+
+
+@pytest.mark.parametrize("seconds, minimum", [(0.5, 1.0), (0.3, 0.4), (0.0, 1.0)])
+def test_too_short_is_rejected(seconds: float, minimum: float) -> None:
+    with pytest.raises(ItemRejected) as caught:
+        normalize_loudness(
+            piano_like()[: int(seconds * RATE)], RATE, LoudnessParams(min_duration_s=minimum)
+        )
+    assert caught.value.reason_code == "too_short"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_rejected(bad: float) -> None:
+    audio = piano_like()
+    audio[1000, 1] = bad
+    with pytest.raises(ItemRejected) as caught:
+        normalize_loudness(audio, RATE)
+    assert caught.value.reason_code == "non_finite"
+
+
+def test_more_than_two_channels_is_rejected_with_the_shape() -> None:
+    with pytest.raises(ItemRejected, match=r"\(44100, 6\)") as caught:
+        normalize_loudness(np.zeros((RATE, 6), np.float32), RATE)
+    assert caught.value.reason_code == "bad_shape"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"peak_policy": "clip"},
+        {"min_duration_s": 0.2},
+        {"peak_ceiling_dbfs": 0.5},
+        {"target_lufs": -0.5},
+        {"max_gain_db": 0},
+        {"max_limiting_db": -1},
+    ],
+)
+def test_bad_loudness_params_are_refused(bad: dict) -> None:
+    with pytest.raises(InvalidLoudnessParams):
+        LoudnessParams(**bad)
+
+
+def test_params_and_stats_are_json_able() -> None:
+    params = LoudnessParams(target_lufs=-18.0, peak_policy="reject")
+    assert LoudnessParams(**json.loads(json.dumps(params.to_dict()))) == params
+    stats = normalize_loudness(piano_like(), RATE).stats()
+    assert "audio" not in stats and json.loads(json.dumps(stats))["limited"] is False
+
+
+# --------------------------------------------------------------------------------------------
+# True peak
+
+
+def test_true_peak_finds_inter_sample_peaks_like_resample_poly() -> None:
+    t = np.arange(RATE) / RATE
+    # A quarter-rate sine sampled 45 degrees off its crests: samples miss the peak by 3 dB.
+    sine = (0.5 * np.sin(2 * np.pi * (RATE / 4) * t + np.pi / 4)).astype(np.float32)
+    assert 20 * np.log10(np.abs(sine).max()) == pytest.approx(-9.03, abs=0.01)
+    assert true_peak_dbtp(sine) == pytest.approx(measured_true_peak_dbtp(sine), abs=1e-6)
+    noise = np.random.default_rng(3).standard_normal((5 * RATE, 2)).astype(np.float32) * 0.1
+    assert true_peak_dbtp(noise) == pytest.approx(measured_true_peak_dbtp(noise), abs=1e-6)
+    music = piano_like(level=0.7)
+    assert true_peak_dbtp(music) == pytest.approx(measured_true_peak_dbtp(music), abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Audio helpers
+
+
+def test_wav_round_trip_is_float32_stereo(tmp_path: Path) -> None:
+    audio = piano_like(seconds=1.0)
+    path = write_wav(tmp_path / "sub" / "a.wav", audio, RATE)
+    assert sf.info(path).subtype == "FLOAT" and sf.info(path).channels == 2
+    back, rate = read_wav(path)
+    assert rate == RATE and back.dtype == np.float32 and np.array_equal(back, audio)
+
+
+def test_reading_a_mono_file_gives_stereo(tmp_path: Path) -> None:
+    mono = piano_like(seconds=1.0)[:, 0]
+    sf.write(tmp_path / "mono.flac", mono, RATE, subtype="PCM_16")
+    audio, rate = read_wav(tmp_path / "mono.flac")
+    assert rate == RATE and audio.shape == (mono.size, 2)
+    assert np.array_equal(audio[:, 0], audio[:, 1])
+    assert np.abs(audio[:, 0] - mono).max() < 1e-4
+
+
+def test_reading_bad_files_names_them(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
+        read_wav(tmp_path / "missing.wav")
+    (tmp_path / "junk.wav").write_bytes(b"RIFF....WAVEjunk")
+    with pytest.raises(AudioFormatError, match="junk.wav"):
+        read_wav(tmp_path / "junk.wav")
+
+
+def test_pcm_conversion_uses_the_integer_range() -> None:
+    assert pcm_to_float32(np.array([-32768, 0, 16384], np.int16)).tolist() == [-1.0, 0.0, 0.5]
+    assert pcm_to_float32(np.array([-(2**31), 2**30], np.int32)).tolist() == [-1.0, 0.5]
+    assert pcm_to_float32(np.array([0, 128, 192], np.uint8)).tolist() == [-1.0, 0.0, 0.5]
+    with pytest.raises(AudioFormatError, match="uint16"):
+        pcm_to_float32(np.array([1], np.uint16))
+
+
+def test_ensure_stereo_duplicates_mono_and_refuses_other_layouts() -> None:
+    mono = np.arange(4, dtype=np.float32)
+    assert ensure_stereo(mono).tolist() == [[0, 0], [1, 1], [2, 2], [3, 3]]
+    assert ensure_stereo(mono[:, None]).shape == (4, 2)
+    with pytest.raises(AudioFormatError, match=r"\(2, 3, 4\)"):
+        ensure_stereo(np.zeros((2, 3, 4)))
+
+
+def test_audio_stats() -> None:
+    audio = np.full((RATE // 2, 2), 0.5, np.float32)
+    audio[0, 0] = -1.0
+    stats = audio_stats(audio, RATE)
+    assert stats.duration_s == pytest.approx(0.5)
+    assert stats.peak_dbfs == pytest.approx(0.0)
+    assert stats.rms_dbfs == pytest.approx(20 * np.log10(0.5), abs=0.01)
+    assert audio_stats(np.zeros((10, 2)), RATE).peak_dbfs == float("-inf")
