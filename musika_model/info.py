@@ -38,8 +38,9 @@ def _describe(model, role: str) -> dict:
     }
 
 
-def describe_networks(base_channels: int = 128, small: bool = False,
-                      ae: AutoencoderConfig | None = None) -> dict:
+def describe_networks(
+    base_channels: int = 128, small: bool = False, ae: AutoencoderConfig | None = None
+) -> dict:
     """Parameter count, weight-tensor count and I/O shapes (batch axis = null) of all six networks.
 
     Builds the networks (this imports TensorFlow), so the numbers are those of the real models.
@@ -61,14 +62,23 @@ def describe_networks(base_channels: int = 128, small: bool = False,
     described = {role: _describe(model, role) for role, model in models.items()}
     parameters = {role: entry["parameters"] for role, entry in described.items()}
     return {
-        "gan": {**gan.to_dict(), "latent_length": gan.latent_length, "coord_length": gan.coord_length},
+        "gan": {
+            **gan.to_dict(),
+            "latent_length": gan.latent_length,
+            "coord_length": gan.coord_length,
+        },
         "autoencoder": {
-            **{key: list(value) if isinstance(value, tuple) else value for key, value in ae.to_dict().items()},
+            **{
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in ae.to_dict().items()
+            },
             "official": ae.is_official,
         },
         "networks": described,
         "totals": {
-            "autoencoder": sum(parameters[r] for r in ("encoder1", "decoder1", "encoder2", "decoder2")),
+            "autoencoder": sum(
+                parameters[r] for r in ("encoder1", "decoder1", "encoder2", "decoder2")
+            ),
             "gan": parameters["generator"] + parameters["critic"],
             "inference": parameters["generator"] + parameters["decoder2"] + parameters["decoder1"],
         },

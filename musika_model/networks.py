@@ -55,8 +55,15 @@ OFFICIAL_AUTOENCODER = AutoencoderConfig()
 DEFAULT_GAN = GanConfig()
 
 
-def _conv(filters: int, kernel: int, *, strides: int = 1, padding: str = "same",
-          use_bias: bool = True, name: str) -> layers.Conv2D:
+def _conv(
+    filters: int,
+    kernel: int,
+    *,
+    strides: int = 1,
+    padding: str = "same",
+    use_bias: bool = True,
+    name: str,
+) -> layers.Conv2D:
     return layers.Conv2D(
         filters,
         (1, kernel),
@@ -79,8 +86,17 @@ def _tconv(filters: int, kernel: int, *, name: str) -> layers.Conv2DTranspose:
     )
 
 
-def _ae_block(x, filters: int, kernel: int, *, name: str, strides: int = 1,
-              padding: str = "same", upsample: bool = False, noise: bool = False):
+def _ae_block(
+    x,
+    filters: int,
+    kernel: int,
+    *,
+    name: str,
+    strides: int = 1,
+    padding: str = "same",
+    upsample: bool = False,
+    noise: bool = False,
+):
     """conv (or stride-2 transposed conv) -> optional AddNoise -> swish."""
     if upsample:
         x = _tconv(filters, kernel, name=name)(x)
@@ -197,8 +213,9 @@ def _generator_block(x, filters: int, kernel: int, embedding, *, upsample: bool,
     return ops.silu(x)
 
 
-def _generator_stage(x, filters: int, embeddings: dict, names: tuple[str, str, str], *,
-                     upsample: bool):
+def _generator_stage(
+    x, filters: int, embeddings: dict, names: tuple[str, str, str], *, upsample: bool
+):
     """Two modulated blocks scaled by sqrt(1/2) plus a 1x1-conv skip (on the pixel-shuffled input when upsampling)."""
     first, second, skip = names
     kernel = 4 if upsample else 1
@@ -240,8 +257,9 @@ def build_generator(gan: GanConfig = DEFAULT_GAN, name: str = "generator") -> ke
     g = ops.silu(_modulate(g, embeddings[STEM_LENGTH], "00ai"))
 
     if gan.small:
-        g = _generator_stage(g, 6 * channels, embeddings, ("0_small", "1_small", "res1c_small"),
-                             upsample=False)
+        g = _generator_stage(
+            g, 6 * channels, embeddings, ("0_small", "1_small", "res1c_small"), upsample=False
+        )
     else:
         g = _generator_stage(g, 6 * channels, embeddings, ("0", "1", "res1c"), upsample=True)
     g = _generator_stage(g, 5 * channels, embeddings, ("2", "3", "res2c"), upsample=True)
@@ -318,7 +336,11 @@ class GanNetworks:
     config: GanConfig
 
     def as_dict(self) -> dict[str, keras.Model]:
-        return {"generator": self.generator, "generator_ema": self.generator_ema, "critic": self.critic}
+        return {
+            "generator": self.generator,
+            "generator_ema": self.generator_ema,
+            "critic": self.critic,
+        }
 
 
 def build_autoencoder(ae: AutoencoderConfig = OFFICIAL_AUTOENCODER) -> AutoencoderNetworks:
@@ -337,4 +359,6 @@ def build_gan(gan: GanConfig = DEFAULT_GAN) -> GanNetworks:
     generator = build_generator(gan)
     generator_ema = build_generator(gan, name="generator_ema")
     generator_ema.set_weights(generator.get_weights())
-    return GanNetworks(generator=generator, generator_ema=generator_ema, critic=build_critic(gan), config=gan)
+    return GanNetworks(
+        generator=generator, generator_ema=generator_ema, critic=build_critic(gan), config=gan
+    )

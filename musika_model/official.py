@@ -269,7 +269,9 @@ def _parse_layout(key: str, text: str) -> FileLayout:
     return FileLayout(key, tuple(names), tuple(weighted))
 
 
-LAYOUTS: dict[str, FileLayout] = {key: _parse_layout(key, text) for key, text in _LAYOUT_TEXT.items()}
+LAYOUTS: dict[str, FileLayout] = {
+    key: _parse_layout(key, text) for key, text in _LAYOUT_TEXT.items()
+}
 """Keys: enc, dec, enc2, dec2, gen, gen_ema, critic, gen_small, gen_ema_small, critic_small."""
 
 _AE_LAYOUT_KEYS = {"encoder1": "enc", "decoder1": "dec", "encoder2": "enc2", "decoder2": "dec2"}
@@ -405,8 +407,9 @@ def _local_layer(model: keras.Model, name: str, path: Path, layout: FileLayout):
         ) from error
 
 
-def _match_tensors(path: Path, stored: StoredLayer, local_layer, where: str,
-                   stored_all: Sequence[StoredLayer]) -> list[tuple[Any, np.ndarray]]:
+def _match_tensors(
+    path: Path, stored: StoredLayer, local_layer, where: str, stored_all: Sequence[StoredLayer]
+) -> list[tuple[Any, np.ndarray]]:
     """Pair a stored layer's tensors with the local layer's variables, checking kind and shape."""
     variables = list(local_layer.weights)
     if len(variables) != len(stored.tensors):
@@ -447,7 +450,9 @@ def load_weight_file(path: str | os.PathLike, model: keras.Model, layout_key: st
     _assign_stored(path, read_weight_file(path), model, layout_key)
 
 
-def _assign_stored(path: Path, stored: list[StoredLayer], model: keras.Model, layout_key: str) -> None:
+def _assign_stored(
+    path: Path, stored: list[StoredLayer], model: keras.Model, layout_key: str
+) -> None:
     layout = LAYOUTS[layout_key]
     weighted = _weighted(stored)
     pairs: list[tuple[Any, np.ndarray]] = []
@@ -459,7 +464,9 @@ def _assign_stored(path: Path, stored: list[StoredLayer], model: keras.Model, la
             )
         for position, (stored_layer, expected) in enumerate(zip(weighted, layout.weighted)):
             local = _local_layer(model, expected.local, path, layout)
-            where = f"weighted layer #{position} '{stored_layer.name}' (official '{expected.official}')"
+            where = (
+                f"weighted layer #{position} '{stored_layer.name}' (official '{expected.official}')"
+            )
             pairs.extend(_match_tensors(path, stored_layer, local, where, stored))
     else:
         by_name = {layer.name: layer for layer in weighted}
@@ -508,7 +515,9 @@ def save_weight_file(path: str | os.PathLike, model: keras.Model, layout_key: st
         layer.official: _local_layer(model, layer.local, path, layout) for layer in layout.weighted
     }
     covered = {layer.local for layer in layout.weighted}
-    uncovered = [layer.name for layer in model.layers if layer.weights and layer.name not in covered]
+    uncovered = [
+        layer.name for layer in model.layers if layer.weights and layer.name not in covered
+    ]
     if uncovered:
         raise WrongNetworkError(
             f"model '{model.name}' has weighted layers {uncovered[:6]} that {layout.key} "
@@ -548,7 +557,9 @@ def load_autoencoder_weights(folder: str | os.PathLike, networks: AutoencoderNet
         load_weight_file(folder / AE_FILE_NAMES[role], model, _AE_LAYOUT_KEYS[role])
 
 
-def save_autoencoder_weights(folder: str | os.PathLike, networks: AutoencoderNetworks) -> list[Path]:
+def save_autoencoder_weights(
+    folder: str | os.PathLike, networks: AutoencoderNetworks
+) -> list[Path]:
     """Write the four AE networks as enc.h5, dec.h5, enc2.h5 and dec2.h5 into `folder`."""
     folder = Path(folder)
     return [
@@ -562,8 +573,12 @@ def _is_small_gan_model(model: keras.Model, role: str) -> bool:
     return "0_smallc" in names if role != "critic" else "6c0" not in names
 
 
-def load_gan_weights(folder: str | os.PathLike, generator: keras.Model,
-                     generator_ema: keras.Model, critic: keras.Model) -> None:
+def load_gan_weights(
+    folder: str | os.PathLike,
+    generator: keras.Model,
+    generator_ema: keras.Model,
+    critic: keras.Model,
+) -> None:
     """Load gen.h5, gen_ema.h5 and critic.h5 from `folder` (matched by layer name)."""
     folder = Path(folder)
     _require_files(folder, GAN_FILE_NAMES.values())
@@ -573,14 +588,20 @@ def load_gan_weights(folder: str | os.PathLike, generator: keras.Model,
         load_weight_file(folder / GAN_FILE_NAMES[role], model, key)
 
 
-def save_gan_weights(folder: str | os.PathLike, generator: keras.Model,
-                     generator_ema: keras.Model, critic: keras.Model) -> list[Path]:
+def save_gan_weights(
+    folder: str | os.PathLike,
+    generator: keras.Model,
+    generator_ema: keras.Model,
+    critic: keras.Model,
+) -> list[Path]:
     """Write gen.h5, gen_ema.h5 and critic.h5 into `folder` in the official layout."""
     folder = Path(folder)
     models = {"generator": generator, "generator_ema": generator_ema, "critic": critic}
     return [
         save_weight_file(
-            folder / GAN_FILE_NAMES[role], model, gan_layout_key(role, _is_small_gan_model(model, role))
+            folder / GAN_FILE_NAMES[role],
+            model,
+            gan_layout_key(role, _is_small_gan_model(model, role)),
         )
         for role, model in models.items()
     ]
@@ -623,8 +644,9 @@ def _gan_config_of(path: Path, stored_all: list[StoredLayer]) -> GanConfig:
     )
 
 
-def _ae_file_widths(path: Path, stored: list[StoredLayer], layout_key: str,
-                    positions: Sequence[int]) -> list[int]:
+def _ae_file_widths(
+    path: Path, stored: list[StoredLayer], layout_key: str, positions: Sequence[int]
+) -> list[int]:
     """Output widths (bias lengths) of the weighted layers at `positions` of an AE file."""
     weighted = _weighted(stored)
     expected = len(LAYOUTS[layout_key].weighted)
@@ -722,7 +744,9 @@ class _LegacyNumpyPickler(pickle._Pickler):
     def save_global(self, obj, name=None):
         if getattr(obj, "__module__", None) == "numpy._core.multiarray":
             qualified = name or obj.__name__
-            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n" + qualified.encode("ascii") + b"\n")
+            self.write(
+                pickle.GLOBAL + b"numpy.core.multiarray\n" + qualified.encode("ascii") + b"\n"
+            )
             self.memoize(obj)
             return
         super().save_global(obj, name)
@@ -751,8 +775,9 @@ def _read_object_npy(path: Path) -> np.ndarray:
     return array
 
 
-def read_optimizer_state(path: str | os.PathLike,
-                         expected_shapes: Sequence[tuple[int, ...]] | None = None) -> OptimizerState:
+def read_optimizer_state(
+    path: str | os.PathLike, expected_shapes: Sequence[tuple[int, ...]] | None = None
+) -> OptimizerState:
     """Read `opt_dec.npy` / `opt_disc.npy`; with `expected_shapes` (model.weights order) check they fit."""
     path = Path(path)
     items = _read_object_npy(path)
@@ -762,7 +787,9 @@ def read_optimizer_state(path: str | os.PathLike,
         )
     counter = items[0]
     if not isinstance(counter, (int, np.integer)):
-        raise StateFileError(f"{path}: element 0 must be the integer iteration count, found {counter!r}")
+        raise StateFileError(
+            f"{path}: element 0 must be the integer iteration count, found {counter!r}"
+        )
     count = (len(items) - 1) // 2
     first = [np.asarray(item, dtype=np.float32) for item in items[1 : 1 + count]]
     second = [np.asarray(item, dtype=np.float32) for item in items[1 + count :]]
@@ -777,8 +804,9 @@ def read_optimizer_state(path: str | os.PathLike,
     return state
 
 
-def _check_state_shapes(path: Path | str, state: OptimizerState,
-                        expected_shapes: Sequence[tuple[int, ...]]) -> None:
+def _check_state_shapes(
+    path: Path | str, state: OptimizerState, expected_shapes: Sequence[tuple[int, ...]]
+) -> None:
     expected = [tuple(shape) for shape in expected_shapes]
     if len(expected) != len(state.first_moments):
         raise StateFileError(
@@ -911,7 +939,8 @@ class ImportedMusika:
             summary["autoencoder"] = {
                 "config": self.autoencoder.config.to_dict(),
                 "parameters": {
-                    role: int(model.count_params()) for role, model in self.autoencoder.as_dict().items()
+                    role: int(model.count_params())
+                    for role, model in self.autoencoder.as_dict().items()
                 },
             }
         if self.gan is not None:
@@ -923,7 +952,9 @@ class ImportedMusika:
                 "switch": self.switch,
                 "r1_weight": None if self.switch is None else -10.0 * self.switch,
                 "iterations": (
-                    None if self.generator_optimizer is None else self.generator_optimizer.iterations
+                    None
+                    if self.generator_optimizer is None
+                    else self.generator_optimizer.iterations
                 ),
             }
         return summary

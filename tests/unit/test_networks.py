@@ -26,6 +26,7 @@ OFFICIAL_GAN_PARAMETERS = {
 
 def generator_parameters(c: int, small: bool, width: int = 128) -> int:
     """Parameter count of the generator derived by hand from the architecture description."""
+
     def conv(k: int, cin: int, cout: int) -> int:
         return k * cin * cout + cout
 
@@ -36,7 +37,9 @@ def generator_parameters(c: int, small: bool, width: int = 128) -> int:
     if small:
         total += modulated(1, 7 * c, 6 * c) + modulated(1, 6 * c, 6 * c) + conv(1, 7 * c, 6 * c)
     else:
-        total += modulated(4, 7 * c, 6 * c) + modulated(4, 6 * c, 6 * c) + conv(1, 7 * c // 2, 6 * c)
+        total += (
+            modulated(4, 7 * c, 6 * c) + modulated(4, 6 * c, 6 * c) + conv(1, 7 * c // 2, 6 * c)
+        )
     for cin, cout in ((6 * c, 5 * c), (5 * c, 4 * c), (4 * c, 3 * c)):
         total += modulated(4, cin, cout) + modulated(4, cout, cout) + conv(1, cin // 2, cout)
     return total + modulated(4, 3 * c, 2 * c) + conv(4, 2 * c, 128)
@@ -44,6 +47,7 @@ def generator_parameters(c: int, small: bool, width: int = 128) -> int:
 
 def critic_parameters(c: int, small: bool) -> int:
     """Parameter count of the critic derived by hand from the architecture description."""
+
     def conv(k: int, cin: int, cout: int, bias: bool = True) -> int:
         return k * cin * cout + (cout if bias else 0)
 
@@ -125,7 +129,9 @@ def test_gan_io_shapes(small):
     gan = GanConfig(base_channels=16, small=small)
     generator = networks.build_generator(gan)
     critic = networks.build_critic(gan)
-    coordinates = np.random.default_rng(0).normal(size=(3, gan.latent_length, 128)).astype("float32")
+    coordinates = (
+        np.random.default_rng(0).normal(size=(3, gan.latent_length, 128)).astype("float32")
+    )
     latents = generator(coordinates)
     assert tuple(latents.shape) == (3, gan.latent_length, 128)
     assert tuple(critic(latents).shape) == (3, 1)
@@ -146,7 +152,9 @@ def _changed_frames(model, inputs: np.ndarray, item: int, frames: slice) -> np.n
     "role, input_shape, window_in, window_out",
     [("decoder1", (128, 64), 64, 64), ("encoder2", (128, 64), 16, 1), ("decoder2", (8, 64), 4, 64)],
 )
-def test_autoencoder_windows_are_independent_and_in_time_order(role, input_shape, window_in, window_out):
+def test_autoencoder_windows_are_independent_and_in_time_order(
+    role, input_shape, window_in, window_out
+):
     model = getattr(networks, f"build_{role}")(TINY_AE)
     musika_layers.set_noise_enabled(model, False)
     inputs = np.random.default_rng(2).uniform(-1, 1, (2, *input_shape)).astype("float32")

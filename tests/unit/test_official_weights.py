@@ -20,7 +20,9 @@ TSV_PATH = Path(__file__).resolve().parents[1] / "data" / "musika-h5-layout.tsv"
 AE_NETWORKS = {"enc": "encoder1", "dec": "decoder1", "enc2": "encoder2", "dec2": "decoder2"}
 
 
-def _tsv_layout(network: str, base_channels: str) -> list[tuple[str, list[tuple[int, str, tuple, str]]]]:
+def _tsv_layout(
+    network: str, base_channels: str
+) -> list[tuple[str, list[tuple[int, str, tuple, str]]]]:
     """[(layer name, [(weight_index, weight_name, shape, dtype), ...]), ...] in layer_names order."""
     layers: dict[int, tuple[str, list]] = {}
     with open(TSV_PATH, newline="") as handle:
@@ -32,7 +34,9 @@ def _tsv_layout(network: str, base_channels: str) -> list[tuple[str, list[tuple[
             if row["weight_name"]:
                 shape = tuple(int(v) for v in row["shape"].strip("()").split(",") if v)
                 tensors.append((int(row["weight_index"]), row["weight_name"], shape, row["dtype"]))
-    assert sorted(layers) == list(range(len(layers))), f"TSV has no complete {network}/{base_channels}"
+    assert sorted(layers) == list(range(len(layers))), (
+        f"TSV has no complete {network}/{base_channels}"
+    )
     return [layers[index] for index in range(len(layers))]
 
 
@@ -46,7 +50,9 @@ def _read_raw(path: Path) -> tuple[dict, list[tuple[str, object, list[tuple[str,
             raw_names = handle[name].attrs["weight_names"]
             tensors = []
             for weight_name in raw_names:
-                weight_name = weight_name.decode() if isinstance(weight_name, bytes) else weight_name
+                weight_name = (
+                    weight_name.decode() if isinstance(weight_name, bytes) else weight_name
+                )
                 dataset = handle[name][weight_name]
                 tensors.append((weight_name, dataset.shape, str(dataset.dtype)))
             groups.append((name, raw_names, tensors))
@@ -79,11 +85,11 @@ def official_size_sets(tmp_path_factory) -> Path:
 
 
 def test_layout_table_equals_the_tsv():
-    cases = [(key, "-") for key in AE_NETWORKS] + [
-        (key, channels)
-        for key in ("gen", "gen_ema", "critic")
-        for channels in ("64", "128")
-    ] + [(f"{key}_small", "128") for key in ("gen", "gen_ema", "critic")]
+    cases = (
+        [(key, "-") for key in AE_NETWORKS]
+        + [(key, channels) for key in ("gen", "gen_ema", "critic") for channels in ("64", "128")]
+        + [(f"{key}_small", "128") for key in ("gen", "gen_ema", "critic")]
+    )
     for network, channels in cases:
         expected = _tsv_layout(network, channels)
         layout = official.LAYOUTS[network]
@@ -93,8 +99,15 @@ def test_layout_table_equals_the_tsv():
 
 @pytest.mark.parametrize(
     "file_name, network",
-    [("enc.h5", "enc"), ("dec.h5", "dec"), ("enc2.h5", "enc2"), ("dec2.h5", "dec2"),
-     ("gen.h5", "gen"), ("gen_ema.h5", "gen_ema"), ("critic.h5", "critic")],
+    [
+        ("enc.h5", "enc"),
+        ("dec.h5", "dec"),
+        ("enc2.h5", "enc2"),
+        ("dec2.h5", "dec2"),
+        ("gen.h5", "gen"),
+        ("gen_ema.h5", "gen_ema"),
+        ("critic.h5", "critic"),
+    ],
 )
 def test_written_files_have_the_official_layout(official_size_sets, file_name, network):
     channels = "-" if network in AE_NETWORKS else "64"
@@ -106,7 +119,11 @@ def test_written_base_channels_128_files_have_the_official_layout(tmp_path, smal
     gan = networks.build_gan(GanConfig(base_channels=128, small=small))
     official.save_gan_weights(tmp_path, gan.generator, gan.generator_ema, gan.critic)
     suffix = "_small" if small else ""
-    for file_name, network in (("gen.h5", "gen"), ("gen_ema.h5", "gen_ema"), ("critic.h5", "critic")):
+    for file_name, network in (
+        ("gen.h5", "gen"),
+        ("gen_ema.h5", "gen_ema"),
+        ("critic.h5", "critic"),
+    ):
         _assert_file_matches_tsv(tmp_path / file_name, network + suffix, "128")
 
 
@@ -118,13 +135,19 @@ def test_round_trip_restores_every_weight(official_size_sets):
     models = {**autoencoder.as_dict(), **gan.as_dict()}
     files = {**official.AE_FILE_NAMES, **official.GAN_FILE_NAMES}
     for role, model in models.items():
-        layout_key = {v: k for k, v in AE_NETWORKS.items()}.get(role) or official.gan_layout_key(role, False)
+        layout_key = {v: k for k, v in AE_NETWORKS.items()}.get(role) or official.gan_layout_key(
+            role, False
+        )
         stored = official.read_weight_file(official_size_sets / files[role])
         flat = [array for layer in stored for _, array in layer.tensors]
         assert len(flat) == len(model.weights), role
         by_layer = {w.local: w.official for w in official.LAYOUTS[layout_key].weighted}
         assert set(by_layer) == {layer.name for layer in model.layers if layer.weights}
-        ordered = [v for w in official.LAYOUTS[layout_key].weighted for v in model.get_layer(w.local).weights]
+        ordered = [
+            v
+            for w in official.LAYOUTS[layout_key].weighted
+            for v in model.get_layer(w.local).weights
+        ]
         for variable, array in zip(ordered, flat):
             np.testing.assert_array_equal(np.asarray(variable), array)
 
@@ -141,18 +164,26 @@ def _write_reference_file(path: Path, network: str, base_channels: str) -> None:
         handle.attrs["keras_version"] = b"2.10.0"
         for name, tensors in sorted(layout):
             group = handle.create_group(name)
-            group.attrs["weight_names"] = np.array([t[1].encode() for t in tensors]) if tensors else np.asarray([])
+            group.attrs["weight_names"] = (
+                np.array([t[1].encode() for t in tensors]) if tensors else np.asarray([])
+            )
             for k, weight_name, shape, _ in tensors:
                 if weight_name.endswith("noise_weight:0"):
                     values = np.zeros(shape, dtype=np.float32)
                 else:
-                    values = (np.random.default_rng(k).standard_normal(shape) * 0.02).astype(np.float32)
+                    values = (np.random.default_rng(k).standard_normal(shape) * 0.02).astype(
+                        np.float32
+                    )
                 group.create_dataset(weight_name, data=values)
         handle.create_group("top_level_model_weights").attrs["weight_names"] = np.asarray([])
 
 
 def _sine_input(shape: tuple[int, ...]) -> np.ndarray:
-    return np.sin(0.1 * np.arange(int(np.prod(shape)), dtype=np.float64)).astype(np.float32).reshape(shape)
+    return (
+        np.sin(0.1 * np.arange(int(np.prod(shape)), dtype=np.float64))
+        .astype(np.float32)
+        .reshape(shape)
+    )
 
 
 def _check_summary(values: np.ndarray, mean, std, sum_abs, low, high, first, last) -> None:
@@ -174,18 +205,31 @@ def _load_reference(tmp_path: Path, network: str, model, base_channels: str = "-
 
 
 def test_reference_vectors_generator(tmp_path):
-    model = _load_reference(tmp_path, "gen", networks.build_generator(GanConfig(base_channels=64)), "64")
+    model = _load_reference(
+        tmp_path, "gen", networks.build_generator(GanConfig(base_channels=64)), "64"
+    )
     output = np.asarray(model(_sine_input((2, 256, 128))))[:, None]  # official (2, 1, 256, 128)
-    _check_summary(output, 0.000885977246, 0.0532044269, 2767.4587, -0.222398952, 0.209578648,
-                   [-0.00756531581, 0.019128833, 0.000894650817, -0.00707353512, -0.0966700763],
-                   [-0.00314913318, 0.0151835009, -0.01876547, 0.0144325327, -0.0296762474])
+    _check_summary(
+        output,
+        0.000885977246,
+        0.0532044269,
+        2767.4587,
+        -0.222398952,
+        0.209578648,
+        [-0.00756531581, 0.019128833, 0.000894650817, -0.00707353512, -0.0966700763],
+        [-0.00314913318, 0.0151835009, -0.01876547, 0.0144325327, -0.0296762474],
+    )
     np.testing.assert_allclose(output.reshape(2, -1).sum(1), [33.7517048, 24.3117], rtol=1e-5)
     halves = output[:, 0].reshape(2, 2, 128, 128).sum(axis=(2, 3))
-    np.testing.assert_allclose(halves, [[16.8142358, 16.9374689], [11.8599811, 12.4517189]], rtol=1e-5)
+    np.testing.assert_allclose(
+        halves, [[16.8142358, 16.9374689], [11.8599811, 12.4517189]], rtol=1e-5
+    )
 
 
 def test_reference_vectors_critic(tmp_path):
-    model = _load_reference(tmp_path, "critic", networks.build_critic(GanConfig(base_channels=64)), "64")
+    model = _load_reference(
+        tmp_path, "critic", networks.build_critic(GanConfig(base_channels=64)), "64"
+    )
     output = np.asarray(model(_sine_input((2, 1, 256, 128))[:, 0]))
     np.testing.assert_allclose(output.ravel(), [-0.014480765, -0.0136060398], atol=1e-7)
 
@@ -194,48 +238,96 @@ def test_reference_vectors_encoder1(tmp_path):
     model = _load_reference(tmp_path, "enc", networks.build_encoder1())
     frames = np.transpose(_sine_input((2, 513, 128, 1))[..., 0], (0, 2, 1))
     mine = np.asarray(model(frames))
-    output = np.concatenate([mine[:, :64], mine[:, 64:]], axis=0)[:, None]  # official (4, 1, 64, 64)
-    _check_summary(output, -0.00106146569, 0.0192025838, 248.722781, -0.0412861109, 0.0505018234,
-                   [-0.0148923015, 0.0500984676, 0.0395225212, 0.00632059248, -0.0307913944],
-                   [-0.00702856388, 0.000818537257, 0.00783650763, -0.011556183, -0.00140344398])
-    np.testing.assert_allclose(output.reshape(4, -1).sum(1),
-                               [-4.34969079, -4.34648647, -4.34853024, -4.34634638], rtol=1e-5)
+    output = np.concatenate([mine[:, :64], mine[:, 64:]], axis=0)[
+        :, None
+    ]  # official (4, 1, 64, 64)
+    _check_summary(
+        output,
+        -0.00106146569,
+        0.0192025838,
+        248.722781,
+        -0.0412861109,
+        0.0505018234,
+        [-0.0148923015, 0.0500984676, 0.0395225212, 0.00632059248, -0.0307913944],
+        [-0.00702856388, 0.000818537257, 0.00783650763, -0.011556183, -0.00140344398],
+    )
+    np.testing.assert_allclose(
+        output.reshape(4, -1).sum(1),
+        [-4.34969079, -4.34648647, -4.34853024, -4.34634638],
+        rtol=1e-5,
+    )
 
 
 def test_reference_vectors_decoder1(tmp_path):
     model = _load_reference(tmp_path, "dec", networks.build_decoder1())
-    magnitude, phase = (np.asarray(t) for t in model(_sine_input((2, 1, 64, 64)).reshape(1, 128, 64)))
-    _check_summary(magnitude, -0.000354847112, 0.0614645388, 3203.67748, -0.238829553, 0.224310651,
-                   [-0.0407834873, 0.00241889874, 0.0267951377, 0.0361928046, 0.0259223618],
-                   [-0.00493380241, 0.0351714343, -0.0442173705, 0.0727732778, 0.0408840477])
-    _check_summary(phase, 0.000632406871, 0.0243698187, 1263.58329, -0.118101478, 0.0859201103,
-                   [0.0187991075, 0.0164150074, -0.0294013396, 0.00784901716, -0.00313963322],
-                   [0.0302394107, 0.0296761096, -0.0497241654, 0.00156273134, -0.032426849])
-    np.testing.assert_allclose([magnitude[0, :64].sum(), magnitude[0, 64:].sum()],
-                               [-11.9544478, -11.346233], rtol=1e-5)
-    np.testing.assert_allclose([phase[0, :64].sum(), phase[0, 64:].sum()],
-                               [21.3344432, 20.1919216], rtol=1e-5)
+    magnitude, phase = (
+        np.asarray(t) for t in model(_sine_input((2, 1, 64, 64)).reshape(1, 128, 64))
+    )
+    _check_summary(
+        magnitude,
+        -0.000354847112,
+        0.0614645388,
+        3203.67748,
+        -0.238829553,
+        0.224310651,
+        [-0.0407834873, 0.00241889874, 0.0267951377, 0.0361928046, 0.0259223618],
+        [-0.00493380241, 0.0351714343, -0.0442173705, 0.0727732778, 0.0408840477],
+    )
+    _check_summary(
+        phase,
+        0.000632406871,
+        0.0243698187,
+        1263.58329,
+        -0.118101478,
+        0.0859201103,
+        [0.0187991075, 0.0164150074, -0.0294013396, 0.00784901716, -0.00313963322],
+        [0.0302394107, 0.0296761096, -0.0497241654, 0.00156273134, -0.032426849],
+    )
+    np.testing.assert_allclose(
+        [magnitude[0, :64].sum(), magnitude[0, 64:].sum()], [-11.9544478, -11.346233], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        [phase[0, :64].sum(), phase[0, 64:].sum()], [21.3344432, 20.1919216], rtol=1e-5
+    )
 
 
 def test_reference_vectors_encoder2(tmp_path):
     model = _load_reference(tmp_path, "enc2", networks.build_encoder2())
     mine = np.asarray(model(_sine_input((2, 1, 128, 64))[:, 0]))
     output = np.concatenate([mine[:, :4], mine[:, 4:]], axis=0)[:, None]  # official (4, 1, 4, 64)
-    _check_summary(output, 0.000196474264, 0.0205385842, 17.7810691, -0.0464975722, 0.0360684879,
-                   [-0.0171500277, -0.0204624441, 0.00807632878, -0.013599081, 0.0011107293],
-                   [-0.00851195771, -0.000138976029, 0.00848076399, 0.0155985998, 0.0129343644])
-    np.testing.assert_allclose(output.reshape(4, -1).sum(1),
-                               [0.0504067178, 0.0502046795, 0.0502888988, 0.0502893502], rtol=1e-5)
+    _check_summary(
+        output,
+        0.000196474264,
+        0.0205385842,
+        17.7810691,
+        -0.0464975722,
+        0.0360684879,
+        [-0.0171500277, -0.0204624441, 0.00807632878, -0.013599081, 0.0011107293],
+        [-0.00851195771, -0.000138976029, 0.00848076399, 0.0155985998, 0.0129343644],
+    )
+    np.testing.assert_allclose(
+        output.reshape(4, -1).sum(1),
+        [0.0504067178, 0.0502046795, 0.0502888988, 0.0502893502],
+        rtol=1e-5,
+    )
 
 
 def test_reference_vectors_decoder2(tmp_path):
     model = _load_reference(tmp_path, "dec2", networks.build_decoder2())
     output = np.asarray(model(_sine_input((2, 1, 4, 64)).reshape(1, 8, 64)))[:, None]
-    _check_summary(output, 0.00180659398, 0.022758717, 162.696182, -0.0460696109, 0.0485673212,
-                   [-0.0245975219, -0.0190260243, -0.0218456574, -0.0106484769, 0.0288136154],
-                   [0.0303344131, -0.0208791979, -0.00815068837, 0.0093591623, -0.0102655021])
-    np.testing.assert_allclose([output[0, 0, :64].sum(), output[0, 0, 64:].sum()],
-                               [7.40149713, 7.39812073], rtol=1e-5)
+    _check_summary(
+        output,
+        0.00180659398,
+        0.022758717,
+        162.696182,
+        -0.0460696109,
+        0.0485673212,
+        [-0.0245975219, -0.0190260243, -0.0218456574, -0.0106484769, 0.0288136154],
+        [0.0303344131, -0.0208791979, -0.00815068837, 0.0093591623, -0.0102655021],
+    )
+    np.testing.assert_allclose(
+        [output[0, 0, :64].sum(), output[0, 0, 64:].sum()], [7.40149713, 7.39812073], rtol=1e-5
+    )
 
 
 # --- whole folders, optimizer state and switch ------------------------------------------------
@@ -323,7 +415,9 @@ def test_file_of_another_network_is_named(tiny_checkpoint, tmp_path):
     for name in (*official.AE_FILE_NAMES.values(), *official.GAN_FILE_NAMES.values()):
         shutil.copy(folder / name, tmp_path / name)
     shutil.copy(folder / "critic.h5", tmp_path / "gen.h5")
-    with pytest.raises(official.WrongNetworkError, match=r"gen\.h5.*critic weights \(base_channels 16\)"):
+    with pytest.raises(
+        official.WrongNetworkError, match=r"gen\.h5.*critic weights \(base_channels 16\)"
+    ):
         official.import_musika(tmp_path)
     shutil.copy(folder / "gen.h5", tmp_path / "gen.h5")
     shutil.copy(folder / "enc2.h5", tmp_path / "enc.h5")
@@ -362,11 +456,15 @@ def test_missing_files_are_named(tiny_checkpoint, tmp_path):
 def test_optimizer_state_has_the_official_size_and_numpy1_pickle(tmp_path):
     generator = networks.build_generator(GanConfig(base_channels=64))
     critic = networks.build_critic(GanConfig(base_channels=64))
-    for model, file_name, official_size in ((generator, "opt_dec.npy", 34_611_566),
-                                            (critic, "opt_disc.npy", 41_993_606)):
+    for model, file_name, official_size in (
+        (generator, "opt_dec.npy", 34_611_566),
+        (critic, "opt_disc.npy", 41_993_606),
+    ):
         first = [np.zeros(w.shape, "float32") for w in model.weights]
         second = [np.zeros(w.shape, "float32") for w in model.weights]
-        path = official.write_optimizer_state(tmp_path / file_name, official.OptimizerState(1, first, second))
+        path = official.write_optimizer_state(
+            tmp_path / file_name, official.OptimizerState(1, first, second)
+        )
         assert path.stat().st_size == official_size
         loaded = np.load(path, allow_pickle=True)
         assert loaded.dtype == object and loaded.shape == (2 * len(model.weights) + 1,)
@@ -377,14 +475,22 @@ def test_optimizer_state_has_the_official_size_and_numpy1_pickle(tmp_path):
 
 def test_optimizer_state_round_trip_and_shape_check(tiny_checkpoint):
     folder, _, gan = tiny_checkpoint
-    state = official.read_optimizer_state(folder / "opt_dec.npy", [tuple(w.shape) for w in gan.generator.weights])
+    state = official.read_optimizer_state(
+        folder / "opt_dec.npy", [tuple(w.shape) for w in gan.generator.weights]
+    )
     assert len(state.first_moments) == len(gan.generator.weights)
     assert state.second_moments[0].min() >= 0
     with pytest.raises(official.StateFileError, match="state for 60 tensors, the network has 30"):
-        official.read_optimizer_state(folder / "opt_dec.npy", [tuple(w.shape) for w in gan.critic.weights])
+        official.read_optimizer_state(
+            folder / "opt_dec.npy", [tuple(w.shape) for w in gan.critic.weights]
+        )
     wider = networks.build_generator(GanConfig(base_channels=24))
-    with pytest.raises(official.StateFileError, match=r"tensor 0: state shape \(256, 448\), the network"):
-        official.read_optimizer_state(folder / "opt_dec.npy", [tuple(w.shape) for w in wider.weights])
+    with pytest.raises(
+        official.StateFileError, match=r"tensor 0: state shape \(256, 448\), the network"
+    ):
+        official.read_optimizer_state(
+            folder / "opt_dec.npy", [tuple(w.shape) for w in wider.weights]
+        )
 
 
 def test_optimizer_state_refuses_foreign_pickles(tmp_path):
@@ -395,7 +501,9 @@ def test_optimizer_state_refuses_foreign_pickles(tmp_path):
     array = np.empty(3, dtype=object)
     array[0], array[1], array[2] = np.int64(1), Payload(), np.zeros(2, "float32")
     with open(tmp_path / "evil.npy", "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(array))
+        np.lib.format.write_array_header_1_0(
+            handle, np.lib.format.header_data_from_array_1_0(array)
+        )
         pickle.dump(array, handle, protocol=3)
     with pytest.raises(official.StateFileError, match="refusing to unpickle builtins.print"):
         official.read_optimizer_state(tmp_path / "evil.npy")
@@ -417,7 +525,9 @@ def test_keras_adam_state_export_and_import():
     official.apply_optimizer_state(restored, model.weights, state)
     again = official.optimizer_state_from_keras(restored, model.weights)
     assert again.iterations == 1
-    for a, b in zip(state.first_moments + state.second_moments, again.first_moments + again.second_moments):
+    for a, b in zip(
+        state.first_moments + state.second_moments, again.first_moments + again.second_moments
+    ):
         np.testing.assert_array_equal(a, b)
 
 

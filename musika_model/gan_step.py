@@ -1,0 +1,259 @@
+"""The Musika GAN training step, as pieces a trainer loop calls (shared/reference/musika.md §3-4).
+
+- hinge losses; R1 = batch mean of the per-sample sum of squared gradients of sum D(real)
+  with respect to the real latents (no 1/2);
+- the adaptive R1 weight -switch * 10, the switch moving by 1e-4 per step towards more
+  regularisation while the critic is too sure (certainty > 0.9) and clamped to [-1, 0];
+- one step updates critic and generator from the same forward pass (both gradients are taken
+  before either optimizer applies), then the EMA generator (decay 0.999);
+- real batches get their L/R halves swapped with p = 0.5 (one draw per batch);
+- training coordinates: three anchors plus a style vector per sample, interpolated, centred
+  and cropped at one of the half-window offsets (64, 192, 320 for a 256-frame window).
+
+Shapes follow `musika_model.networks`: latents (B, L, 128), coordinates (B, L, 2 * coord_depth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from .config import GanConfig
+from .networks import GanNetworks
+
+R1_MAX_WEIGHT = 10.0
+SWITCH_START = -1.0
+SWITCH_RATE = 1e-4
+SWITCH_STABLE_POINT = 0.9
+EMA_DECAY = 0.999
+LEARNING_RATE = 1e-4
+
+
+# --- losses and regularisation -----------------------------------------------------------------
+
+
+def critic_hinge_losses(
+    real_scores: tf.Tensor, fake_scores: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(mean relu(1 - D(real)), mean relu(1 + D(fake))); the critic loss is their average."""
+    return tf.reduce_mean(tf.nn.relu(1.0 - real_scores)), tf.reduce_mean(
+        tf.nn.relu(1.0 + fake_scores)
+    )
+
+
+def generator_hinge_loss(fake_scores: tf.Tensor) -> tf.Tensor:
+    return -tf.reduce_mean(fake_scores)
+
+
+def r1_penalty(critic: keras.Model, real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(R1 penalty, D(real)). Called under an outer tape, the penalty stays differentiable."""
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        scores = critic(real, training=True)
+        total = tf.reduce_sum(scores)
+    gradients = tape.gradient(total, real)
+    per_sample = tf.reduce_sum(
+        tf.reshape(tf.square(gradients), (tf.shape(gradients)[0], -1)), axis=1
+    )
+    return tf.reduce_mean(per_sample), scores
+
+
+def updated_switch(
+    switch: tf.Tensor,
+    real_scores: tf.Tensor,
+    fake_scores: tf.Tensor,
+    rate: float = SWITCH_RATE,
+    stable_point: float = SWITCH_STABLE_POINT,
+) -> tf.Tensor:
+    """The next switch value: certainty = clip(mean D(real) - mean D(fake), 0, 2) / 2."""
+    margin = tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores)
+    certainty = tf.clip_by_value(margin, 0.0, 2.0) / 2.0
+    moved = tf.where(certainty > stable_point, switch - rate, switch + rate)
+    return tf.clip_by_value(moved, -1.0, 0.0)
+
+
+def r1_weight(switch: tf.Tensor, max_weight: float = R1_MAX_WEIGHT) -> tf.Tensor:
+    return -switch * max_weight
+
+
+# --- augmentation, EMA, coordinates --------------------------------------------------------------
+
+
+def swap_channels(latents: tf.Tensor) -> tf.Tensor:
+    """Exchange the L (first half of the last axis) and R halves."""
+    left, right = tf.split(latents, 2, axis=-1)
+    return tf.concat([right, left], axis=-1)
+
+
+def random_channel_swap(latents: tf.Tensor, rng: tf.random.Generator) -> tf.Tensor:
+    """Swap L and R of the whole batch with probability 1/2 (one draw per batch, as the original)."""
+    swap = rng.uniform(()) < 0.5
+    return tf.where(swap, swap_channels(latents), latents)
+
+
+def ema_update(ema_variables, variables, decay: float = EMA_DECAY) -> None:
+    """ema <- decay * ema + (1 - decay) * value, tensor by tensor."""
+    for ema_variable, variable in zip(ema_variables, variables, strict=True):
+        ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
+
+
+def crop_offsets(gan: GanConfig) -> list[int]:
+    """Start frames a training window may be cropped at: a quarter window, then every half window."""
+    half = gan.latent_length // 2
+    return [gan.latent_length // 4 + index * half for index in range(gan.coord_length // half)]
+
+
+def coordinate_path(batch_size: int, gan: GanConfig, rng: tf.random.Generator) -> tf.Tensor:
+    """(B, 2 * coord_length, 2 * coord_depth): anchors a_L -> a_C -> a_R interpolated, then centred.
+
+    Each frame is [coordinate, style]; the style vector is drawn once per sample. a_L -> a_C
+    takes coord_length steps, a_C -> a_R coord_length + 1 points; each point is then averaged
+    with the next one (dropping the last), so the anchors sit between two frames.
+    """
+    depth = gan.coord_depth
+    style = rng.normal((batch_size, 1, depth))
+    anchors = tf.concat([rng.normal((batch_size, 3, depth)), tf.tile(style, (1, 3, 1))], axis=-1)
+    left, centre, right = anchors[:, 0], anchors[:, 1], anchors[:, 2]
+    first = tf.linspace(left, centre, gan.coord_length + 1, axis=1)[:, :-1]
+    second = tf.linspace(centre, right, gan.coord_length + 1, axis=1)
+    path = tf.concat([first, second], axis=1)
+    return (path[:, :-1] + path[:, 1:]) / 2.0
+
+
+def crop_coordinates(path: tf.Tensor, gan: GanConfig, rng: tf.random.Generator) -> tf.Tensor:
+    """One training window (B, L, 2 * coord_depth) of `path`, at an offset drawn uniformly per batch."""
+    offsets = tf.constant(crop_offsets(gan), dtype=tf.int32)
+    start = offsets[rng.uniform((), 0, len(crop_offsets(gan)), dtype=tf.int32)]
+    window = path[:, start : start + gan.latent_length]
+    return tf.ensure_shape(window, (None, gan.latent_length, 2 * gan.coord_depth))
+
+
+def training_coordinates(batch_size: int, gan: GanConfig, rng: tf.random.Generator) -> tf.Tensor:
+    """Generator input for one training batch: (B, L, 2 * coord_depth)."""
+    return crop_coordinates(coordinate_path(batch_size, gan, rng), gan, rng)
+
+
+# --- optimizers and the step ---------------------------------------------------------------------
+
+
+def make_optimizers(
+    learning_rate: float = LEARNING_RATE, mixed_precision: bool = False
+) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
+    """(generator optimizer, critic optimizer): Adam with the original's beta_1.
+
+    beta_1 is 0.9 in float32 and 0.5 under mixed precision (a quirk of the original `load()`),
+    beta_2 and epsilon are Keras defaults; mixed precision adds a dynamic LossScaleOptimizer.
+    """
+
+    def one() -> keras.optimizers.Optimizer:
+        adam = keras.optimizers.Adam(learning_rate, beta_1=0.5 if mixed_precision else 0.9)
+        return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam
+
+    return one(), one()
+
+
+StepFunction = Callable[[tf.Tensor], dict[str, tf.Tensor]]
+
+
+def make_train_step(
+    networks: GanNetworks,
+    generator_optimizer: keras.optimizers.Optimizer,
+    critic_optimizer: keras.optimizers.Optimizer,
+    switch: tf.Variable,
+    rng: tf.random.Generator,
+    *,
+    r1_max_weight: float = R1_MAX_WEIGHT,
+    ema_decay: float = EMA_DECAY,
+    jit_compile: bool = False,
+) -> StepFunction:
+    """A `tf.function` `step(real_latents) -> losses` doing one critic and one generator update.
+
+    `real_latents` is (B, L, 128). Returned scalars: critic_real, critic_fake, generator,
+    r1_penalty, r1_weight (the weight used this step) and switch (its new value). The
+    optimizers are built here for the networks' weights, so their state can be imported or
+    exported (`official.apply_optimizer_state`) before the first step.
+    """
+    generator, critic, generator_ema = networks.generator, networks.critic, networks.generator_ema
+    gan = networks.config
+    generator_optimizer.build(generator.trainable_weights)
+    critic_optimizer.build(critic.trainable_weights)
+
+    @tf.function(jit_compile=jit_compile)
+    def step(real_latents: tf.Tensor) -> dict[str, tf.Tensor]:
+        real = random_channel_swap(tf.convert_to_tensor(real_latents, tf.float32), rng)
+        coordinates = training_coordinates(tf.shape(real)[0], gan, rng)
+        with tf.GradientTape() as generator_tape, tf.GradientTape() as critic_tape:
+            penalty, real_scores = r1_penalty(critic, real)
+            fake_scores = critic(generator(coordinates, training=True), training=True)
+            new_switch = updated_switch(switch, real_scores, fake_scores)
+            weight = r1_weight(new_switch, r1_max_weight)
+            loss_real, loss_fake = critic_hinge_losses(real_scores, fake_scores)
+            critic_loss = (loss_real + loss_fake) / 2.0 + weight * penalty
+            generator_loss = generator_hinge_loss(fake_scores)
+            scaled_critic_loss = critic_optimizer.scale_loss(critic_loss)
+            scaled_generator_loss = generator_optimizer.scale_loss(generator_loss)
+        critic_gradients = critic_tape.gradient(scaled_critic_loss, critic.trainable_weights)
+        generator_gradients = generator_tape.gradient(
+            scaled_generator_loss, generator.trainable_weights
+        )
+        critic_optimizer.apply_gradients(zip(critic_gradients, critic.trainable_weights))
+        generator_optimizer.apply_gradients(zip(generator_gradients, generator.trainable_weights))
+        ema_update(generator_ema.trainable_weights, generator.trainable_weights, ema_decay)
+        switch.assign(new_switch)
+        return {
+            "critic_real": loss_real,
+            "critic_fake": loss_fake,
+            "generator": generator_loss,
+            "r1_penalty": penalty,
+            "r1_weight": weight,
+            "switch": new_switch,
+        }
+
+    return step
+
+
+@dataclass
+class GanTraining:
+    """Everything one GAN training run mutates, plus its compiled step."""
+
+    networks: GanNetworks
+    generator_optimizer: keras.optimizers.Optimizer
+    critic_optimizer: keras.optimizers.Optimizer
+    switch: tf.Variable
+    rng: tf.random.Generator
+    step: StepFunction
+
+
+def create_gan_training(
+    networks: GanNetworks,
+    *,
+    learning_rate: float = LEARNING_RATE,
+    mixed_precision: bool = False,
+    switch: float = SWITCH_START,
+    seed: int | None = None,
+    jit_compile: bool = False,
+) -> GanTraining:
+    """Optimizers, switch variable, random generator and step for `networks`.
+
+    With `mixed_precision`, build the networks under the `mixed_float16` Keras policy first.
+    `seed` fixes the swap and coordinate draws (the noise layers have their own seeds).
+    """
+    generator_optimizer, critic_optimizer = make_optimizers(learning_rate, mixed_precision)
+    switch_variable = tf.Variable(switch, dtype=tf.float32, trainable=False, name="switch")
+    rng = (
+        tf.random.Generator.from_seed(seed)
+        if seed is not None
+        else tf.random.Generator.from_non_deterministic_state()
+    )
+    step = make_train_step(
+        networks,
+        generator_optimizer,
+        critic_optimizer,
+        switch_variable,
+        rng,
+        jit_compile=jit_compile,
+    )
+    return GanTraining(networks, generator_optimizer, critic_optimizer, switch_variable, rng, step)
