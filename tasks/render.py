@@ -25,6 +25,7 @@ import ctypes
 import hashlib
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -45,6 +46,7 @@ FLUID_BLOCK = 64
 INT16_SCALE = 32768.0
 TAIL_CHUNK_SAMPLES = 4096
 SYNTH_CACHE_SIZE = 4
+MAX_SILENCING_BLOCKS = 1000
 
 # Event kinds, in the order they are applied when they fall on the same sample: releases first
 # (a re-struck key is not cut by its own earlier note-off), controllers and bends before the
@@ -380,14 +382,14 @@ class SoundfontSynth:
         if self._sfid < 0:
             self._synth.delete()
             raise SoundfontLoadError(f"FluidSynth cannot load soundfont {self.soundfont_path}")
+        # Frees the C synth when this object goes away, e.g. with the thread that cached it.
+        self._delete = weakref.finalize(self, self._synth.delete)
         self._samples_written = 0
         self._reinit_effects = _fluid_set_sample_rate(fluidsynth)
         self._warm_up()
 
     def close(self) -> None:
-        if self._synth is not None:
-            self._synth.delete()
-            self._synth = None
+        self._delete()
 
     def has_preset(self, bank: int, program: int) -> bool:
         return self._synth.sfpreset_name(self._sfid, bank, program) is not None
@@ -476,20 +478,26 @@ class SoundfontSynth:
         FluidSynth's voices keep some state from their previous use; without this, the first
         file through a new synth differs from a re-render of it by up to ~-35 dB.
         """
-        self._synth.program_select(0, self._sfid, *self._first_preset())
-        for key in range(24, 109, 6):
+        preset = next(
+            (
+                (bank, program)
+                for bank in (0, DRUM_BANK)
+                for program in range(128)
+                if self.has_preset(bank, program)
+            ),
+            None,
+        )
+        if preset is None:
+            return  # nothing to play; render() reports what the MIDI needs and lacks
+        keys = range(24, 109, 6)
+        self._synth.program_select(0, self._sfid, *preset)
+        for key in keys:
             self._synth.noteon(0, key, 100)
         self._samples(8 * FLUID_BLOCK)
-        for key in range(24, 109, 6):
+        for key in keys:
             self._synth.noteoff(0, key)
         self._samples(8 * FLUID_BLOCK)
         self._reset()
-
-    def _first_preset(self) -> tuple[int, int]:
-        for bank, program in ((0, 0), *((0, p) for p in range(1, 128))):
-            if self.has_preset(bank, program):
-                return bank, program
-        raise SoundfontLoadError(f"soundfont {self.soundfont_path} has no melodic preset in bank 0")
 
     def _reset(self) -> None:
         """Silence the previous file completely and start on a FluidSynth block boundary."""
@@ -497,7 +505,9 @@ class SoundfontSynth:
             return
         for channel in range(MIDI_CHANNELS):
             self._synth.all_sounds_off(channel)
-        while self._synth.get_active_voice_count() > 0:
+        for _ in range(MAX_SILENCING_BLOCKS):  # voices die within a block or two of this
+            if self._synth.get_active_voice_count() == 0:
+                break
             self._samples(FLUID_BLOCK)
         self._synth.system_reset()  # resets controllers, programs and the reverb/chorus buffers
         if self._reinit_effects is not None:

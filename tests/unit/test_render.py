@@ -11,6 +11,7 @@ import hashlib
 import json
 import struct
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -473,6 +474,24 @@ def test_soundfont_is_loaded_once_across_many_renders(tmp_path: Path, sine_font:
     assert render.cache_stats.loads - loads_before == 1
     assert render.cache_stats.hits - hits_before == 4  # three renders and the lookup above
     assert synth.renders == 4 and synth.soundfont_path == sine_font.resolve()
+
+
+def test_threads_render_concurrently_with_a_synth_each(tmp_path: Path, sine_font: Path) -> None:
+    midi = write_midi(tmp_path / "piano.mid", instrument(phrase()))
+    loads_before = render.cache_stats.loads
+    results: dict[int, np.ndarray] = {}
+
+    def work(slot: int) -> None:
+        results[slot] = render_midi(midi, sine_font)
+
+    workers = [threading.Thread(target=work, args=(slot,)) for slot in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert render.cache_stats.loads - loads_before == 2  # one synth per thread
+    assert_same_render(results[0], results[1])
+    assert_same_render(results[0], render_midi(midi, sine_font))
 
 
 def test_a_reused_synth_leaves_no_trace_of_the_previous_file(tmp_path: Path) -> None:
