@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from tasks.store import ArtifactStore
 
@@ -35,17 +36,15 @@ class ItemFailed(Exception):
 class WorkItem:
     """One unit of a stage: the object it produces and what it is made from.
 
-    `source` is small JSON provenance (paths, soundfont, transposition, the upstream item);
-    `inputs` are the upstream object keys or content digests folded into `key`.
+    `key` hashes the stage, its version, `params` and `inputs` (upstream object keys or content
+    digests); `source` is small JSON provenance (paths, soundfont, the upstream item).
     """
 
     item_id: str
     key: str
     inputs: tuple[str, ...]
+    params: Mapping[str, Any] = field(default_factory=dict)
     source: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "key": self.key, "inputs": list(self.inputs), "source": dict(self.source)}
 
 
 Status = Literal["computed", "reused", "failed", "skipped"]
@@ -100,7 +99,6 @@ def run_batch(
     store: ArtifactStore,
     stage: str,
     stage_version: int,
-    params: Mapping[str, Any],
     items: Sequence[WorkItem],
     compute: ComputeFn,
     log: Callable[[str], None] = lambda message: None,
@@ -127,7 +125,7 @@ def run_batch(
             continue
         started = time.perf_counter()
         try:
-            with store.publish_object(stage, stage_version, params, list(item.inputs), item=item.item_id) as staged:
+            with store.publish_object(stage, stage_version, item.params, list(item.inputs), item=item.item_id) as staged:
                 if staged.key != item.key:
                     raise RuntimeError(
                         f"planned key {item.key} differs from the store's key {staged.key} for {item.item_id}"

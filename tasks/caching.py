@@ -10,8 +10,9 @@ store is submitted with `refresh_cache=True`, so it recomputes and overwrites th
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
@@ -19,7 +20,7 @@ from prefect.futures import PrefectFuture
 from prefect.tasks import Task
 
 from tasks.batching import WorkItem
-from tasks.store import ArtifactStore
+from tasks.store import ArtifactStore, is_object_key
 
 
 def batch_cache_key(task_name: str, items: Sequence[WorkItem]) -> str:
@@ -51,8 +52,14 @@ STORE_OBJECTS = StoreObjectsPolicy()
 
 
 def is_settled(store: ArtifactStore, item: WorkItem, retry_failed: bool = False) -> bool:
-    """True when the item's object is in the store, or its failure is recorded (and not being retried)."""
-    return store.has(item.key) or (not retry_failed and store.recorded_failure(item.key) is not None)
+    """True when the item's object is in the store, or a recorded failure (its own, or an
+    upstream object's, which keeps it from running) says what became of it."""
+    if store.has(item.key):
+        return True
+    if retry_failed:
+        return False
+    keys = [item.key, *(key for key in item.inputs if is_object_key(key))]
+    return any(store.recorded_failure(key) is not None for key in keys)
 
 
 def submit_batch(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import glob
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Sequence
 
 from tasks.store import file_digest
 

@@ -24,7 +24,7 @@ def _items(count: int, params: dict | None = None) -> list[WorkItem]:
     for index in range(count):
         digest = "sha256:" + hashlib.sha256(str(index).encode()).hexdigest()
         key = object_key("toy", 1, params or {}, [digest])
-        items.append(WorkItem(item_id=f"item-{index:03d}", key=key, inputs=(digest,), source={"n": index}))
+        items.append(WorkItem(f"item-{index:03d}", key, (digest,), params or {}, {"n": index}))
     return items
 
 
@@ -66,7 +66,7 @@ def test_run_batch_computes_reuses_and_records_failures(tmp_path):
         (out_dir / "value.txt").write_text(item.item_id)
         return {"length": len(item.item_id)}
 
-    first = run_batch(store, "toy", 1, {}, items, compute)
+    first = run_batch(store, "toy", 1, items, compute)
     assert [o.status for o in first] == ["computed", "failed", "failed"]
     assert first[1].reason == "silent" and "is silent" in first[1].message
     assert first[2].reason == "error" and "ZeroDivisionError" in first[2].message
@@ -74,14 +74,14 @@ def test_run_batch_computes_reuses_and_records_failures(tmp_path):
     assert (store.local_path(items[0].key) / "value.txt").read_text() == "item-000"
 
     calls.clear()
-    second = run_batch(store, "toy", 1, {}, items, compute)
+    second = run_batch(store, "toy", 1, items, compute)
     assert [o.status for o in second] == ["reused", "failed", "failed"]
     assert second[0].stats["length"] == 8
     assert calls == ["item-002"], "a recorded ItemFailed is not retried; an unexpected error is"
     assert second[1].reason == "silent" and store.recorded_failure(items[1].key)["stage"] == "toy"
 
     calls.clear()
-    run_batch(store, "toy", 1, {}, items, compute, retry_failed=True)
+    run_batch(store, "toy", 1, items, compute, retry_failed=True)
     assert calls == ["item-001", "item-002"]
 
 

@@ -1,0 +1,244 @@
+"""`musika-piano`: the command line over the same flows the deployments run.
+
+Flows run in this process against Prefect's ephemeral API, or against PREFECT_API_URL when it
+is set. Heavy imports (Prefect, TensorFlow) happen inside the commands that need them, so
+`--help` and the store commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tasks.store import ArtifactStore, StoreError
+
+
+def _print(args: argparse.Namespace, payload: Any, human: Callable[[Any], str]) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        print(human(payload))
+
+
+def _store(args: argparse.Namespace) -> ArtifactStore:
+    return ArtifactStore.open(args.store)
+
+
+def _human_version(version: dict) -> str:
+    lines = [f"{version['name']}@{version['version']}  created {version['created_at']}  stage {version['stage']}"]
+    tags = version.get("tags") or []
+    if tags:
+        lines.append(f"  tags: {', '.join(tags)}")
+    lines.append(f"  items: {len(version['items'])}   failures: {len(version['failures'])}")
+    for key, value in sorted(version.get("stats", {}).items()):
+        lines.append(f"  {key}: {value}")
+    parents = version.get("lineage", {}).get("parents") or []
+    if parents:
+        lines.append(f"  parents: {', '.join(parents)}")
+    for failure in version["failures"][:20]:
+        lines.append(f"  failed {failure['item_id']} [{failure['stage']}]: {failure['reason']}")
+    return "\n".join(lines)
+
+
+# ---- dataset commands -------------------------------------------------------------------------
+
+
+def cmd_dataset_midi(args: argparse.Namespace) -> int:
+    from flows.midi_dataset import build_midi_dataset
+    from flows.params import LoudnessSettings, RenderSettings, RunSettings
+
+    render_settings = RenderSettings(
+        soundfonts=args.soundfont or [],
+        transpose=args.transpose or [0],
+        force_piano=args.force_piano,
+        velocity_scale=args.velocity_scale,
+    )
+    loudness_settings = LoudnessSettings(
+        target_lufs=args.lufs, peak_ceiling_dbfs=args.peak_ceiling, peak_policy=args.peak_policy
+    )
+    run = RunSettings(store=args.store, batch_size=args.batch_size, max_failure_ratio=args.max_failure_ratio,
+                      retry_failed=args.retry_failed)
+    result = build_midi_dataset(
+        name=args.name, sources=args.sources, render_settings=render_settings,
+        loudness_settings=loudness_settings, run=run,
+    )
+    _print(args, result, lambda r: (
+        f"{'published' if r['created'] else 'unchanged'} {r['ref']}: {r['items']} items, "
+        f"{r['failures']} failures\n  {r['uri']}"
+    ))
+    return 0
+
+
+def cmd_dataset_ls(args: argparse.Namespace) -> int:
+    summaries = [s.to_dict() for s in _store(args).list_datasets()]
+    _print(args, summaries, lambda rows: "\n".join(
+        f"{r['name']:<32} latest @{r['latest_version']:<4} versions {r['versions']:<4} tags {', '.join(r['tags']) or '-'}"
+        for r in rows
+    ) or "no datasets yet")
+    return 0
+
+
+def cmd_dataset_show(args: argparse.Namespace) -> int:
+    shown = _store(args).show(args.ref)
+    _print(args, shown.to_dict(), _human_version)
+    return 0
+
+
+def _human_diff(diff: dict) -> str:
+    counts = diff["counts"]
+    lines = [f"{diff['a']} -> {diff['b']}: {counts['added']} added, {counts['removed']} removed, "
+             f"{counts['changed']} changed, {counts['unchanged']} unchanged"]
+    lines += [f"  + {item_id}" for item_id in diff["added"]]
+    lines += [f"  - {item_id}" for item_id in diff["removed"]]
+    lines += [f"  ~ {change['item_id']}" for change in diff["changed"]]
+    lines += [f"  param {change['path']}: {change['a']} -> {change['b']}" for change in diff["params_changes"]]
+    lines += [f"  stat {change['path']}: {change['a']} -> {change['b']}" for change in diff["stats_deltas"]]
+    return "\n".join(lines)
+
+
+def cmd_dataset_diff(args: argparse.Namespace) -> int:
+    diff = _store(args).diff(args.a, args.b)
+    _print(args, diff.to_dict(), _human_diff)
+    return 0
+
+
+def cmd_dataset_export(args: argparse.Namespace) -> int:
+    path = _store(args).export(args.ref, Path(args.dest))
+    _print(args, {"ref": args.ref, "path": str(path)}, lambda r: f"exported {r['ref']} to {r['path']}")
+    return 0
+
+
+def cmd_dataset_tag(args: argparse.Namespace) -> int:
+    store = _store(args)
+    version = store.resolve(args.ref)
+    store.tag(version.name, version.version, args.tag)
+    _print(args, {"ref": version.ref, "tag": args.tag}, lambda r: f"tagged {r['ref']} as {r['tag']}")
+    return 0
+
+
+# ---- store commands ---------------------------------------------------------------------------
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    report = _store(args).verify()
+    _print(args, report.to_dict(), lambda r: "\n".join(
+        [f"checked {r['objects_checked']} objects, {r['files_checked']} files, {r['bytes_hashed']:,} bytes, "
+         f"{r['dataset_versions_checked']} dataset versions: {len(r['problems'])} problems"]
+        + [f"  {p['kind']}: {p['subject']} {p['path'] or ''} {p['detail']}" for p in r["problems"]]
+    ))
+    return 0 if report.ok else 1
+
+
+def cmd_store_gc(args: argparse.Namespace) -> int:
+    report = _store(args).gc(dry_run=args.dry_run, min_age_seconds=args.min_age_seconds)
+    _print(args, report.to_dict(), lambda r: (
+        f"{'would delete' if r['dry_run'] else 'deleted'} {len(r['deleted_objects'])} objects "
+        f"({r['bytes_freed']:,} bytes); kept {r['reachable_objects']} reachable and "
+        f"{r['kept_young_objects']} younger than {r['min_age_seconds']:.0f} s; "
+        f"removed {r['removed_incomplete']} incomplete objects and {r['removed_staging']} staging leftovers"
+    ))
+    return 0
+
+
+# ---- demo and model ---------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import demo
+
+    result = demo(store=args.store)
+    _print(args, result, lambda r: "\n".join(r["summary"]))
+    return 0
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from musika_model.info import describe_networks
+
+    info = describe_networks(base_channels=args.base_channels, small=args.small)
+    _print(args, info, lambda i: "\n".join(
+        f"{name:<10} {net['parameters']:>12,} params  in {net['inputs']}  out {net['outputs']}"
+        for name, net in i["networks"].items()
+    ))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musika-piano", description=__doc__.split("\n")[0])
+    parser.add_argument("--store", default=None,
+                        help="artifact store root (path or fsspec URL; default $MUSIKA_PIANO_DATA or data/store)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dataset = commands.add_parser("dataset", help="build, list, inspect and export datasets").add_subparsers(
+        dest="dataset_command", required=True)
+    midi = dataset.add_parser("midi", parents=[common], help="build a dataset from MIDI files")
+    midi.add_argument("sources", nargs="+", help="MIDI files, folders or glob patterns")
+    midi.add_argument("--name", required=True, help="dataset name (lowercase letters, digits, - _ .)")
+    midi.add_argument("--soundfont", action="append", help=".sf2 path; repeat for several renderings per file")
+    midi.add_argument("--transpose", action="append", type=int, help="semitones; repeat for several renderings")
+    midi.add_argument("--force-piano", action="store_true", help="play every melodic track on the piano")
+    midi.add_argument("--velocity-scale", type=float, default=1.0)
+    midi.add_argument("--lufs", type=float, default=-20.0, help="target integrated loudness (default -20)")
+    midi.add_argument("--peak-ceiling", type=float, default=-1.0, help="true-peak ceiling in dBTP (default -1)")
+    midi.add_argument("--peak-policy", choices=["limit", "reject"], default="limit")
+    midi.add_argument("--batch-size", type=int, default=32)
+    midi.add_argument("--max-failure-ratio", type=float, default=0.5)
+    midi.add_argument("--retry-failed", action="store_true", help="retry items whose failure was recorded")
+    midi.set_defaults(func=cmd_dataset_midi)
+
+    dataset.add_parser("ls", parents=[common], help="list datasets").set_defaults(func=cmd_dataset_ls)
+    show = dataset.add_parser("show", parents=[common], help="show a version with its lineage")
+    show.add_argument("ref", help="NAME, NAME@VERSION, NAME@latest or NAME@TAG")
+    show.set_defaults(func=cmd_dataset_show)
+    diff = dataset.add_parser("diff", parents=[common], help="compare two versions")
+    diff.add_argument("a")
+    diff.add_argument("b")
+    diff.set_defaults(func=cmd_dataset_diff)
+    export = dataset.add_parser("export", parents=[common], help="copy a version out as a plain folder")
+    export.add_argument("ref")
+    export.add_argument("dest")
+    export.set_defaults(func=cmd_dataset_export)
+    tag = dataset.add_parser("tag", parents=[common], help="give a version a name")
+    tag.add_argument("ref")
+    tag.add_argument("tag")
+    tag.set_defaults(func=cmd_dataset_tag)
+
+    store = commands.add_parser("store", help="check and clean the artifact store").add_subparsers(
+        dest="store_command", required=True)
+    store.add_parser("verify", parents=[common], help="re-hash every file").set_defaults(func=cmd_store_verify)
+    gc = store.add_parser("gc", parents=[common], help="delete objects no dataset version needs")
+    gc.add_argument("--dry-run", action="store_true")
+    gc.add_argument("--min-age-seconds", type=float, default=3600.0,
+                    help="never delete objects younger than this (a running pipeline's fresh objects)")
+    gc.set_defaults(func=cmd_store_gc)
+
+    commands.add_parser("demo", parents=[common], help="run the demo pipeline on the bundled demo MIDI").set_defaults(
+        func=cmd_demo)
+
+    model = commands.add_parser("model", help="inspect the Musika networks").add_subparsers(
+        dest="model_command", required=True)
+    info = model.add_parser("info", parents=[common], help="parameter counts and shapes of every network")
+    info.add_argument("--base-channels", type=int, default=128)
+    info.add_argument("--small", action="store_true")
+    info.set_defaults(func=cmd_model_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StoreError as error:
+        print(f"musika-piano: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

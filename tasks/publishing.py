@@ -1,0 +1,138 @@
+"""Publish a dataset version from a stage's outcomes, and announce it to Prefect.
+
+`summarize_outcomes` is pure; `publish_dataset_version` is the thin task that writes the
+version into the store, attaches a keyed table artifact (statistics and the version's
+location) to the flow run, and emits `musika.dataset.published` for deployment triggers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from collections import Counter
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version as package_version
+from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.events import emit_event
+
+from tasks.batching import ItemOutcome
+from tasks.store import ArtifactStore, DatasetVersion
+
+DATASET_PUBLISHED_EVENT = "musika.dataset.published"
+
+_SUMMARY_FIELDS = ("duration_s", "lufs_before", "lufs_after", "true_peak_after_dbtp", "gain_db", "note_density")
+
+
+def _describe(values: Sequence[float]) -> dict[str, float]:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return {}
+    mean = sum(finite) / len(finite)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in finite) / len(finite))
+    return {"min": round(min(finite), 3), "mean": round(mean, 3), "max": round(max(finite), 3), "std": round(spread, 3)}
+
+
+def summarize_outcomes(outcomes: Sequence[ItemOutcome], failures: Sequence[ItemOutcome]) -> dict[str, Any]:
+    """Dataset statistics from the published items' stats and every stage's failures."""
+    kept = [o for o in outcomes if o.ok]
+    total_seconds = sum(float(o.stats.get("duration_s", 0.0)) for o in kept)
+    summary: dict[str, Any] = {
+        "items": len(kept),
+        "failed": len(failures),
+        "hours": round(total_seconds / 3600.0, 4),
+        "computed": sum(o.status == "computed" for o in kept),
+        "reused": sum(o.status == "reused" for o in kept),
+        "limited": sum(bool(o.stats.get("limited")) for o in kept),
+        "failure_reasons": dict(Counter(o.reason or "error" for o in failures)),
+    }
+    for name in _SUMMARY_FIELDS:
+        described = _describe([o.stats[name] for o in kept if name in o.stats])
+        if described:
+            summary[name] = described
+    return summary
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the project checkout (with `+dirty` for local changes), else the package version."""
+    project = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return f"musika-piano {package_version('musika-piano')}"
+        except PackageNotFoundError:
+            return "unknown"
+
+
+def artifact_key(name: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "dataset-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+
+
+def statistics_table(version: DatasetVersion) -> list[dict[str, Any]]:
+    """Rows of (statistic, value) for the UI; nested min/mean/max become one row each."""
+    rows: list[dict[str, Any]] = [
+        {"statistic": "version", "value": version.ref},
+        {"statistic": "created_at", "value": version.created_at},
+    ]
+    for name, value in version.stats.items():
+        if isinstance(value, Mapping):
+            rows.extend({"statistic": f"{name}.{sub}", "value": v} for sub, v in value.items())
+        else:
+            rows.append({"statistic": name, "value": value})
+    return rows
+
+
+@task(name="publish-dataset-version")
+def publish_dataset_version(
+    store_root: str,
+    name: str,
+    stage: str,
+    params: Mapping[str, Any],
+    outcomes: Sequence[ItemOutcome],
+    failures: Sequence[ItemOutcome],
+    lineage: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Publish the successful outcomes as the next version of `name` (or find it unchanged)."""
+    logger = get_run_logger()
+    store = ArtifactStore(store_root)
+    kept = sorted((o for o in outcomes if o.ok), key=lambda o: o.item_id)
+    version = store.publish_dataset(
+        name,
+        stage=stage,
+        params=dict(params),
+        items=[{"item_id": o.item_id, "key": o.key, "stats": o.stats} for o in kept],
+        lineage={**lineage, "code_version": code_version()},
+        stats=summarize_outcomes(kept, failures),
+        failures=[{"item_id": o.item_id, "stage": o.stage, "reason": f"{o.reason}: {o.message}"} for o in failures],
+    )
+    location = store.dataset_uri(version.name, version.version)
+    state = "published" if version.created else "unchanged, kept"
+    logger.info("%s %s (%d items) at %s", state, version.ref, len(version.items), location)
+    create_table_artifact(
+        key=artifact_key(name),
+        table=statistics_table(version),
+        description=f"Dataset **{version.ref}** ({state}): {len(version.items)} items, "
+        f"{len(version.failures)} failures. Location: [{location}]({location})",
+    )
+    create_link_artifact(key=f"{artifact_key(name)}-location", link=location, link_text=version.ref)
+    if version.created:
+        emit_event(
+            DATASET_PUBLISHED_EVENT,
+            resource={"prefect.resource.id": f"musika.dataset.{name}", "prefect.resource.name": name},
+            payload={"name": name, "version": version.version, "ref": version.ref, "uri": location,
+                     "items": len(version.items), "hours": version.stats.get("hours")},
+        )
+    return {"ref": version.ref, "name": name, "version": version.version, "created": version.created,
+            "items": len(version.items), "failures": len(version.failures), "uri": location}
