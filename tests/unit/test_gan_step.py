@@ -181,7 +181,9 @@ def test_one_training_step_updates_everything_from_one_forward_pass():
             np.array(ema), 0.999 * old_ema + 0.001 * np.array(new_generator), rtol=1e-5, atol=1e-7
         )
     assert int(training.generator_optimizer.iterations) == 1
-    assert int(training.critic_optimizer.iterations) == 1
+    for optimizer in (training.critic_optimizer, training.generator_optimizer):
+        # dynamic loss scaling either applied the step or skipped it and lowered the scale
+        assert int(optimizer.iterations) == 1 or float(optimizer.dynamic_scale) < 2.0**15
 
     second = training.step(real)
     assert all(np.isfinite(float(value)) for value in second.values())
@@ -194,3 +196,22 @@ def test_small_gan_step_runs():
     losses = training.step(tf.random.normal((2, 128, 128)))
     assert all(np.isfinite(float(value)) for value in losses.values())
     assert float(losses["switch"]) in (pytest.approx(-0.5001), pytest.approx(-0.4999))
+
+
+@pytest.mark.slow
+def test_mixed_precision_step_runs_with_float32_weights_and_outputs():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        nets = networks.build_gan(GanConfig(base_channels=8))
+        training = gan_step.create_gan_training(nets, mixed_precision=True, seed=2)
+        losses = training.step(tf.random.normal((2, 256, 128)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert all(np.isfinite(float(value)) for value in losses.values())
+    assert all(
+        keras.backend.standardize_dtype(w.dtype) == "float32" for w in nets.generator.weights
+    )
+    assert keras.backend.standardize_dtype(nets.generator.outputs[0].dtype) == "float32"
+    for optimizer in (training.critic_optimizer, training.generator_optimizer):
+        # dynamic loss scaling either applied the step or skipped it and lowered the scale
+        assert int(optimizer.iterations) == 1 or float(optimizer.dynamic_scale) < 2.0**15
