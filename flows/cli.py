@@ -91,8 +91,8 @@ def cmd_dataset_show(args: argparse.Namespace) -> int:
 
 def _human_diff(diff: dict) -> str:
     counts = diff["counts"]
-    lines = [f"{diff['a']} -> {diff['b']}: {counts['added']} added, {counts['removed']} removed, "
-             f"{counts['changed']} changed, {counts['unchanged']} unchanged"]
+    lines = [(f"{diff['a']} -> {diff['b']}: {counts['added']} added, {counts['removed']} removed, "
+              f"{counts['changed']} changed, {counts['unchanged']} unchanged")]
     lines += [f"  + {item_id}" for item_id in diff["added"]]
     lines += [f"  - {item_id}" for item_id in diff["removed"]]
     lines += [f"  ~ {change['item_id']}" for change in diff["changed"]]
@@ -127,8 +127,8 @@ def cmd_dataset_tag(args: argparse.Namespace) -> int:
 def cmd_store_verify(args: argparse.Namespace) -> int:
     report = _store(args).verify()
     _print(args, report.to_dict(), lambda r: "\n".join(
-        [f"checked {r['objects_checked']} objects, {r['files_checked']} files, {r['bytes_hashed']:,} bytes, "
-         f"{r['dataset_versions_checked']} dataset versions: {len(r['problems'])} problems"]
+        [(f"checked {r['objects_checked']} objects, {r['files_checked']} files, {r['bytes_hashed']:,} bytes, "
+          f"{r['dataset_versions_checked']} dataset versions: {len(r['problems'])} problems")]
         + [f"  {p['kind']}: {p['subject']} {p['path'] or ''} {p['detail']}" for p in r["problems"]]
     ))
     return 0 if report.ok else 1

@@ -10,17 +10,22 @@ Only audio that went through the limiter is measured again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pyloudnorm
+from prefect import get_run_logger, task
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import firwin, upfirdn
 
-from tasks.audio_io import AudioFormatError, amplitude_to_db, as_stereo_float32
+from tasks.audio_io import AudioFormatError, amplitude_to_db, as_stereo_float32, read_wav, write_wav
+from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
+from tasks.caching import STORE_OBJECTS
+from tasks.store import ArtifactStore, object_key
 
 PYLOUDNORM_MIN_SECONDS = 0.4  # one gating block; pyloudnorm raises on shorter input
 OVERSAMPLING = 4
@@ -367,3 +372,55 @@ def _normalize_with_limiter(
         limited=True,
         limiter_reduction_db=reduction_db,
     )
+
+
+# ---- the normalize stage: plan items, normalize one into the store, the thin Prefect task ---------
+
+STAGE = "normalize"
+STAGE_VERSION = 1
+_UPSTREAM_STATS = ("notes", "note_density", "duration_s")
+
+
+def plan_normalize_items(upstream: Sequence[WorkItem], params: LoudnessParams) -> list[WorkItem]:
+    """One normalize item per upstream item, keyed by the upstream object and the loudness settings."""
+    settings = params.to_dict()
+    return [
+        WorkItem(item.item_id, object_key(STAGE, STAGE_VERSION, settings, (item.key,)), (item.key,), settings,
+                 dict(item.source))
+        for item in upstream
+    ]
+
+
+def normalize_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[str, Any]:
+    """Normalize the upstream object's `audio.wav` into `out_dir/audio.wav`; rejections become `ItemFailed`."""
+    upstream_key = item.inputs[0]
+    audio, sample_rate = read_wav(store.local_path(upstream_key) / "audio.wav")
+    try:
+        result = normalize_loudness(audio, sample_rate, LoudnessParams(**item.params))
+    except ItemRejected as rejected:
+        raise ItemFailed(rejected.reason_code, rejected.message) from rejected
+    write_wav(out_dir / "audio.wav", result.audio, sample_rate)
+    upstream_stats = store.manifest(upstream_key).stats
+    stats = {name: upstream_stats[name] for name in _UPSTREAM_STATS if name in upstream_stats}
+    stats.update({name: round(value, 3) if isinstance(value, float) else value
+                  for name, value in result.stats().items()})
+    return stats
+
+
+@task(name="normalize-batch", cache_policy=STORE_OBJECTS, persist_result=True)
+def normalize_batch(
+    items: list[WorkItem], store_root: str, upstream: list[ItemOutcome], retry_failed: bool = False
+) -> list[ItemOutcome]:
+    """Normalize the items whose upstream object exists; the others are `skipped` (failed upstream)."""
+    logger = get_run_logger()
+    store = ArtifactStore(store_root)
+    available = {outcome.key for outcome in upstream if outcome.ok}
+    runnable = [item for item in items if item.inputs[0] in available]
+    outcomes = run_batch(
+        store, STAGE, STAGE_VERSION, runnable, lambda item, out_dir: normalize_item(store, item, out_dir),
+        log=logger.warning, retry_failed=retry_failed,
+    )
+    outcomes += [ItemOutcome(item.item_id, item.key, STAGE, "skipped", source=dict(item.source))
+                 for item in items if item.inputs[0] not in available]
+    logger.info("normalize: %s", count_statuses(outcomes))
+    return outcomes
