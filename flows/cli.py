@@ -15,6 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from tasks.batching import StageFailed
+from tasks.sources import SourceNotFound
 from tasks.store import ArtifactStore, StoreError
 
 
@@ -156,15 +160,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tensors(specs: list[dict]) -> str:
+    return ", ".join(f"{spec['name']}[{','.join('B' if d is None else str(d) for d in spec['shape'])}]"
+                     for spec in specs)
+
+
 def cmd_model_info(args: argparse.Namespace) -> int:
     from musika_model.info import describe_networks
 
     info = describe_networks(base_channels=args.base_channels, small=args.small)
     _print(args, info, lambda i: "\n".join(
-        f"{name:<10} {net['parameters']:>12,} params  in {net['inputs']}  out {net['outputs']}"
+        f"{name:<10} {net['parameters']:>12,} params  {_tensors(net['inputs'])} -> {_tensors(net['outputs'])}"
         for name, net in i["networks"].items()
     ))
     return 0
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (StoreError, SourceNotFound, StageFailed, ValidationError)
+"""Errors that mean "fix your input": printed as one line, exit code 2, no traceback."""
+
+
+def _stage_errors() -> tuple[type[Exception], ...]:
+    """Stage configuration errors (missing soundfont or libfluidsynth3, bad loudness settings),
+    from the stage modules this command loaded (they are heavy, so not imported here)."""
+    errors: list[type[Exception]] = []
+    if render := sys.modules.get("tasks.render"):
+        errors.append(render.RenderError)
+    if loudness := sys.modules.get("tasks.loudness"):
+        errors.append(loudness.InvalidLoudnessParams)
+    return tuple(errors)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except StoreError as error:
+    except USER_ERRORS + _stage_errors() as error:
         print(f"musika-piano: {error}", file=sys.stderr)
         return 2
 

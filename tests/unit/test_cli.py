@@ -99,3 +99,12 @@ def test_human_output_of_diff_verify_and_gc(store, capsys):
     assert code == 0 and "0 problems" in out
     code, out, _ = _run(capsys, store, "store", "gc", "--dry-run")
     assert code == 0 and out.startswith("would delete 0 objects")
+
+
+def test_model_info_reports_the_official_parameter_counts(capsys):
+    assert main(["model", "info", "--base-channels", "64", "--json"]) == 0
+    networks = json.loads(capsys.readouterr().out)["networks"]
+    # Figures from the official files' layout (shared/reference/musika-h5-layout.md, section 4).
+    assert networks["generator"]["parameters"] == 4_325_578
+    assert networks["critic"]["parameters"] == 5_248_769
+    assert networks["decoder1"]["parameters"] == 12_673_291
