@@ -12,6 +12,7 @@ from prefect import flow
 
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
+from tasks.loudness import NORMALIZED_AUDIO
 from tasks.store import ArtifactStore
 
 DEMO_SOURCES = Path(__file__).resolve().parents[1] / "data" / "demo"
@@ -32,7 +33,7 @@ def demo(store: str | None = None) -> dict:
         summary.append(f"{result['ref']}: {state}, {result['items']} items, {result['failures']} failures")
         summary.append(f"  location: {result['uri']}")
         if version.items:
-            first = opened.local_path(version.items[0].key) / "audio.wav"
+            first = opened.local_path(version.items[0].key) / NORMALIZED_AUDIO
             summary.append(f"  listen:   {first}")
         summary.append(f"  export:   musika-piano dataset export {result['ref']} ./{name}")
     return {"datasets": results, "summary": summary}

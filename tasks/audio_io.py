@@ -66,6 +66,18 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     return target
 
 
+def write_pcm16_flac(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Write stereo 16-bit FLAC at the fastest compression level (about 8x smaller than float WAV).
+
+    Lossless only for audio already on the int16 grid, such as FluidSynth's output.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(target, as_stereo_float32(audio), int(sample_rate), format="FLAC", subtype="PCM_16",
+             compression_level=0.0)
+    return target
+
+
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Read any file libsndfile decodes (WAV, FLAC, OGG, MP3) as (n, 2) float32 and its rate."""
     source = Path(path)
@@ -80,6 +92,14 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             f"{source} has {audio.shape[1]} channels: only mono and stereo are supported"
         )
     return as_stereo_float32(audio), int(sample_rate)
+
+
+def single_audio_file(directory: Path) -> Path:
+    """The one `audio.*` file of a stage object's directory."""
+    found = sorted(directory.glob("audio.*"))
+    if len(found) != 1:
+        raise AudioFormatError(f"expected one audio.* file in {directory}, found {[p.name for p in found]}")
+    return found[0]
 
 
 def amplitude_to_db(amplitude: float) -> float:

@@ -22,7 +22,14 @@ from prefect import get_run_logger, task
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import firwin, upfirdn
 
-from tasks.audio_io import AudioFormatError, amplitude_to_db, as_stereo_float32, read_wav, write_wav
+from tasks.audio_io import (
+    AudioFormatError,
+    amplitude_to_db,
+    as_stereo_float32,
+    read_wav,
+    single_audio_file,
+    write_wav,
+)
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.caching import STORE_OBJECTS
 from tasks.store import ArtifactStore, object_key
@@ -378,6 +385,7 @@ def _normalize_with_limiter(
 
 STAGE = "normalize"
 STAGE_VERSION = 1
+NORMALIZED_AUDIO = "audio.wav"
 _UPSTREAM_STATS = ("notes", "note_density", "duration_s")
 
 
@@ -392,14 +400,15 @@ def plan_normalize_items(upstream: Sequence[WorkItem], params: LoudnessParams) -
 
 
 def normalize_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[str, Any]:
-    """Normalize the upstream object's `audio.wav` into `out_dir/audio.wav`; rejections become `ItemFailed`."""
+    """Normalize the upstream object's audio file into `out_dir/audio.wav` (float32); rejections
+    become `ItemFailed`."""
     upstream_key = item.inputs[0]
-    audio, sample_rate = read_wav(store.local_path(upstream_key) / "audio.wav")
+    audio, sample_rate = read_wav(single_audio_file(store.local_path(upstream_key)))
     try:
         result = normalize_loudness(audio, sample_rate, LoudnessParams(**item.params))
     except ItemRejected as rejected:
         raise ItemFailed(rejected.reason_code, rejected.message) from rejected
-    write_wav(out_dir / "audio.wav", result.audio, sample_rate)
+    write_wav(out_dir / NORMALIZED_AUDIO, result.audio, sample_rate)
     upstream_stats = store.manifest(upstream_key).stats
     stats = {name: upstream_stats[name] for name in _UPSTREAM_STATS if name in upstream_stats}
     stats.update({name: round(value, 3) if isinstance(value, float) else value

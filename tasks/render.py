@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from tasks.audio_io import audio_stats, write_wav
+from tasks.audio_io import audio_stats, write_pcm16_flac
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.caching import STORE_OBJECTS
 from tasks.sources import SourceFile
@@ -616,7 +616,9 @@ def render_midi(
 # ---- the render stage: plan items, render one into the store, the thin Prefect task ---------------
 
 STAGE = "render"
-STAGE_VERSION = 1
+STAGE_VERSION = 2
+RENDERED_AUDIO = "audio.flac"
+"""FluidSynth's output is int16, so 16-bit FLAC stores it exactly at an eighth of float WAV's size."""
 
 _ITEM_REASONS: dict[type[RenderError], str] = {
     MidiFileNotFound: "missing_file",
@@ -666,14 +668,14 @@ def plan_render_items(
 
 
 def render_item(item: WorkItem, out_dir: Path, max_duration_s: float) -> dict[str, Any]:
-    """Render one planned item to `out_dir/audio.wav`; per-item problems become `ItemFailed`."""
+    """Render one planned item to `out_dir/audio.flac`; per-item problems become `ItemFailed`."""
     params = RenderParams(**item.params)
     try:
         midi = load_midi(item.source["path"], max_duration_s)
         audio = get_synth(item.source["soundfont"], params.sample_rate).render(midi, params, item.source["path"])
     except tuple(_ITEM_REASONS) as error:
         raise ItemFailed(_ITEM_REASONS[type(error)], str(error)) from error
-    write_wav(out_dir / "audio.wav", audio, params.sample_rate)
+    write_pcm16_flac(out_dir / RENDERED_AUDIO, audio, params.sample_rate)
     notes = sum(len(instrument.notes) for instrument in midi.instruments)
     stats = audio_stats(audio, params.sample_rate).to_dict()
     stats.update(notes=notes, note_density=round(notes / max(stats["duration_s"], 1e-9), 3))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pyloudnorm
 import pytest
 import soundfile
@@ -20,6 +21,7 @@ from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
 from tasks.batching import StageFailed
 from tasks.publishing import artifact_key
+from tasks.render import render_midi
 from tasks.store import ArtifactStore
 from tests.helpers import write_piano_midi
 
@@ -106,6 +108,12 @@ def test_outputs_are_normalized_and_provenance_is_kept(midi_folder, tmp_path):
         assert abs(measured - (-20.0)) <= 0.5
         assert item.stats["lufs_after"] == pytest.approx(measured, abs=0.5)
         assert "lufs_before" in item.stats and "duration_s" in item.stats
+
+    first = version.items[0]
+    rendered_key = store.manifest(first.key).inputs[0]
+    stored, _ = soundfile.read(store.local_path(rendered_key) / "audio.flac", dtype="float32")
+    direct = render_midi(midi_folder / first.item_id.split("/", 1)[1])
+    assert np.array_equal(stored, direct), "the render object holds FluidSynth's output losslessly"
 
 
 def test_bad_midi_is_recorded_and_the_rest_is_published(midi_folder, tmp_path):
