@@ -225,7 +225,13 @@ def _spectrogram_critic(seed: int) -> keras.Model:
 # --------------------------------------------------------------------------- trainer
 
 
-class _Trainer:
+class AeTrainer:
+    """The compiled stage-1 and stage-2 update steps for one autoencoder and config.
+
+    `stage1_step(wave)` / `stage2_step(wave)` take a (batch_size, crop_samples) float32
+    batch of mono crops and return the step's losses as scalar tensors.
+    """
+
     def __init__(self, autoencoder: Autoencoder, config: AeTrainingConfig) -> None:
         import keras
         import tensorflow as tf
@@ -363,7 +369,7 @@ def train_autoencoder(
     if autoencoder is None:
         autoencoder = Autoencoder.build(ae_config or AutoencoderConfig.tiny())
     sampler = CropSampler(_load_clips(audio), config.crop_samples, config.seed)
-    trainer = _Trainer(autoencoder, config)
+    trainer = AeTrainer(autoencoder, config)
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     step = 0
