@@ -303,3 +303,23 @@ def test_official_layout_export_and_import_round_trip(autoencoder, tmp_path):
     assert imported.config == autoencoder.config
     data = _music(1.0)
     np.testing.assert_array_equal(imported.encode(data).latents, autoencoder.encode(data).latents)
+
+
+def test_encode_file_memory_is_bounded_by_block_and_piece_not_file_length(autoencoder, tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "long.wav"
+    seconds = 40.0
+    with sf.SoundFile(path, "w", SR, 2, subtype="PCM_16") as handle:
+        for index in range(int(seconds)):
+            handle.write(_music(1.0, seed=index))
+    whole_file_bytes = int(seconds * SR) * 2 * 4
+    autoencoder.encode_file(path, piece_latents=16, block_frames=8192)  # warm-up: tracing
+    tracemalloc.start()
+    try:
+        result = autoencoder.encode_file(path, piece_latents=16, block_frames=8192)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.num_samples == int(seconds * SR)
+    assert peak < whole_file_bytes / 4, (peak, whole_file_bytes)
