@@ -11,10 +11,11 @@ import math
 import re
 import subprocess
 from collections import Counter
-from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version as package_version
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task

@@ -1,0 +1,41 @@
+"""Print every performance figure of the project: `python -m benchmarks.run [stages|model|pipeline]...`.
+
+Targets (DESIGN.md §6) are printed beside the figures; nothing here fails on a miss: these are
+measurements, not tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+
+SUITES = {
+    "stages": ("benchmarks.bench_stages", "MIDI render and loudness normalization"),
+    "model": ("benchmarks.bench_model", "Musika encode, generate, training steps"),
+    "pipeline": ("benchmarks.bench_pipeline", "MIDI dataset flow: first run vs unchanged re-run"),
+}
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(SUITES)
+    unknown = [name for name in chosen if name not in SUITES]
+    if unknown:
+        print(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}", file=sys.stderr)
+        return 2
+    print(f"# musika-piano benchmarks on {platform.node()} ({platform.processor() or platform.machine()}),"
+          f" Python {platform.python_version()}")
+    for name in chosen:
+        module_name, title = SUITES[name]
+        print(f"\n## {name}: {title}")
+        started = time.perf_counter()
+        figures = importlib.import_module(module_name).run()
+        for figure, value in figures.items():
+            print(f"{figure:48s} {value}")
+        print(f"({name} took {time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
