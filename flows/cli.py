@@ -152,6 +152,18 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
 # ---- demo and model ---------------------------------------------------------------------------
 
 
+def cmd_import_musika(args: argparse.Namespace) -> int:
+    from tasks.checkpoints import import_official_checkpoint
+
+    version = import_official_checkpoint(_store(args), Path(args.folder), args.name)
+    payload = {**version.to_dict(), "ref": version.ref}
+    _print(args, payload, lambda v: (
+        f"{'published' if v['created'] else 'unchanged'} {v['ref']}: "
+        + ", ".join(f"{item['item_id']} ({item['key'][:12]})" for item in v["items"])
+    ))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import demo
 
@@ -188,6 +200,8 @@ def _stage_errors() -> tuple[type[Exception], ...]:
         errors.append(render.RenderError)
     if loudness := sys.modules.get("tasks.loudness"):
         errors.append(loudness.InvalidLoudnessParams)
+    if official := sys.modules.get("musika_model.official"):
+        errors.append(official.OfficialWeightsError)
     return tuple(errors)
 
 
@@ -244,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("demo", parents=[common], help="run the demo pipeline on the bundled demo MIDI").set_defaults(
         func=cmd_demo)
+
+    imported = commands.add_parser("import-musika", parents=[common],
+                                   help="import an official Musika weight folder (enc/dec/gen/critic .h5) into the store")
+    imported.add_argument("folder")
+    imported.add_argument("--name", help="model name in the store (default musika-<folder name>)")
+    imported.set_defaults(func=cmd_import_musika)
 
     model = commands.add_parser("model", help="inspect the Musika networks").add_subparsers(
         dest="model_command", required=True)
