@@ -334,11 +334,13 @@ def compute_envelope(
         for samples in handle.blocks(blocksize=block, dtype="float32", always_2d=True):
             if not np.isfinite(samples).all():
                 raise NonFiniteAudio(f"{path} has NaN or infinite samples near {read / handle.samplerate:.1f} s")
-            squares = np.square(samples, dtype=np.float64).mean(axis=1)
-            whole = squares.shape[0] // hop * hop
-            parts.append(squares[:whole].reshape(-1, hop).mean(axis=1))
-            if whole < squares.shape[0]:
-                parts.append(squares[whole:].mean(keepdims=True))
+            whole = samples.shape[0] // hop * hop
+            # A frame's samples of all channels are contiguous in (n, channels) order.
+            frames = samples[:whole].reshape(-1, hop * handle.channels)
+            parts.append(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frames.shape[1])
+            if whole < samples.shape[0]:
+                rest = samples[whole:].astype(np.float64)
+                parts.append(np.array([np.mean(rest * rest)]))
             read += samples.shape[0]
         return Envelope(
             energy=np.concatenate(parts),
