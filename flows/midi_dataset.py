@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.params import LoudnessSettings, RenderSettings, RunSettings
 from tasks import loudness, render
 from tasks.batching import check_failure_bound, count_statuses, partition
-from tasks.caching import submit_batch
+from tasks.caching import batch_outcomes, submit_batch
 from tasks.publishing import publish_dataset_version
 from tasks.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.store import ArtifactStore
@@ -71,8 +71,8 @@ def build_midi_dataset(
             store_root=store.root, upstream=rendered,
         )
         batches.append((rendered, normalized))
-    rendered_outcomes = [o for rendered, _ in batches for o in rendered.result()]
-    normalized_outcomes = [o for _, normalized in batches for o in normalized.result()]
+    rendered_outcomes = [o for rendered, _ in batches for o in batch_outcomes(rendered)]
+    normalized_outcomes = [o for _, normalized in batches for o in batch_outcomes(normalized)]
 
     check_failure_bound("render", rendered_outcomes, run.max_failure_ratio)
     attempted = [o for o in normalized_outcomes if o.status != "skipped"]

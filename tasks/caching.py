@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prefect.cache_policies import CachePolicy
@@ -19,7 +19,7 @@ from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture
 from prefect.tasks import Task
 
-from tasks.batching import WorkItem
+from tasks.batching import ItemOutcome, WorkItem
 from tasks.store import ArtifactStore, is_object_key
 
 
@@ -69,3 +69,12 @@ def submit_batch(
     complete = all(is_settled(store, item, retry_failed) for item in items)
     return task.with_options(refresh_cache=not complete).submit(items=list(items), retry_failed=retry_failed,
                                                                 **kwargs)
+
+
+def batch_outcomes(future: PrefectFuture) -> list[ItemOutcome]:
+    """A batch task's outcomes; when Prefect answered from its cache, nothing was computed this
+    run, so the recorded `computed` outcomes are reported as `reused`."""
+    outcomes = future.result()
+    if future.state.name != "Cached":
+        return outcomes
+    return [replace(o, status="reused") if o.status == "computed" else o for o in outcomes]

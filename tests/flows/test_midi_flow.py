@@ -64,6 +64,7 @@ def test_rerun_is_cached_and_a_deleted_object_is_recomputed(midi_folder, tmp_pat
 
     second = _run("cache-test", [midi_folder], store_root, batch_size=2)
     assert second.result()["ref"] == result["ref"] and not second.result()["created"]
+    assert second.result()["stages"]["render"] == {"computed": 0, "reused": 4, "failed": 0}
     states = _task_states(second)
     assert set(states["render-batch"]) == {"Cached"}
     assert set(states["normalize-batch"]) == {"Cached"}
@@ -75,6 +76,7 @@ def test_rerun_is_cached_and_a_deleted_object_is_recomputed(midi_folder, tmp_pat
     assert not store.has(victim)
     third = _run("cache-test", [midi_folder], store_root, batch_size=2)
     assert third.result()["ref"] == result["ref"]
+    assert third.result()["stages"]["normalize"] == {"computed": 1, "reused": 3, "failed": 0}
     assert store.has(victim)
     states = _task_states(third)
     assert "Completed" in states["normalize-batch"] and "Cached" in states["normalize-batch"]
