@@ -1,0 +1,439 @@
+"""Crawl stage against a loopback HTTP server started here: direct media files, HTML pages with
+<audio>/<video> tags (one page with several is a playlist), and broken cases (404, not media,
+truncated, slow, no audio stream, rate limited). Chapters go through yt-dlp's own info-dict
+path offline."""
+
+from __future__ import annotations
+
+import html
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tasks.batching import ItemFailed
+from tasks.crawl import (
+    CrawlEntry,
+    CrawlItemFailed,
+    CrawlParams,
+    DownloadTimeout,
+    DurationOutOfBounds,
+    HttpStatusError,
+    InvalidCrawlParams,
+    InvalidSource,
+    NoAudio,
+    NotMedia,
+    TruncatedDownload,
+    download_audio,
+    download_info,
+    expand_sources,
+    is_remote_source,
+    list_entries,
+    new_entries,
+    safe_name,
+)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
+    reason="the crawl stage needs ffmpeg and ffprobe",
+)
+
+FAST = CrawlParams(
+    min_duration_s=None,
+    max_duration_s=None,
+    sleep_between_downloads_s=0.0,
+    retries=0,
+    retry_backoff_s=0.01,
+    socket_timeout_s=5.0,
+)
+SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+UNSAFE_TITLE = 'Ballade "No. 1" / Op. 23 — ショパン & Liszt'
+
+
+def tone(seconds: float, rate: int, channels: int, frequency: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    left = 0.3 * np.sin(2 * np.pi * frequency * t)
+    if channels == 1:
+        return left.astype(np.float32)
+    return np.stack([left, 0.2 * np.sin(2 * np.pi * 1.5 * frequency * t)], axis=1).astype(np.float32)
+
+
+def ffmpeg(*arguments: str) -> None:
+    subprocess.run(["ffmpeg", "-y", "-loglevel", "error", *arguments], check=True)
+
+
+@dataclass
+class Server:
+    base: str
+    files: dict[str, tuple[bytes, str]]
+    requests: list[tuple[str, float, dict[str, str]]] = field(default_factory=list)
+    special: dict[str, Callable[[http.server.BaseHTTPRequestHandler, int], bool]] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def count(self, path: str) -> int:
+        return sum(1 for requested, _, _ in self.requests if requested == path)
+
+
+def _media(root: Path) -> dict[str, tuple[bytes, str]]:
+    sf.write(root / "mono.wav", tone(3.0, 22050, 1), 22050, subtype="PCM_16")
+    sf.write(root / "stereo.ogg", tone(4.0, 48000, 2, 330.0), 48000, format="OGG")
+    sf.write(root / "eight.wav", tone(8.0, 44100, 2, 262.0), 44100, subtype="PCM_16")
+    ffmpeg("-i", str(root / "mono.wav"), "-c:a", "libmp3lame", "-b:a", "128k", str(root / "piece.mp3"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=2:size=64x64:rate=10", "-f", "lavfi", "-i",
+           "sine=frequency=500:duration=2", "-c:v", "mpeg4", "-c:a", "aac", "-shortest",
+           str(root / "clip.mp4"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=duration=2:size=64x64:rate=10", "-c:v", "mpeg4",
+           str(root / "silent-film.mp4"))
+    types = {".wav": "audio/wav", ".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".mp4": "video/mp4"}
+    files = {f"/media/{p.name}": (p.read_bytes(), types[p.suffix]) for p in root.iterdir()}
+
+    def page(title: str, body: str) -> tuple[bytes, str]:
+        return f"<html><head><title>{title}</title></head><body>{body}</body></html>".encode(), "text/html; charset=utf-8"
+
+    files["/page.html"] = page(html.escape(UNSAFE_TITLE, quote=False), '<audio controls src="/media/piece.mp3"></audio>')
+    files["/playlist.html"] = page(
+        "Three pieces",
+        '<audio src="/media/mono.wav"></audio><video src="/media/clip.mp4"></video>'
+        '<audio src="/media/stereo.ogg"></audio>',
+    )
+    files["/channel.html"] = page("Channel", '<audio src="/media/mono.wav"></audio><audio src="/media/stereo.ogg"></audio>')
+    files["/notes.html"] = page("Just text", "<p>no media here</p>")
+    files["/media/garbage.wav"] = (b"this is not a wave file at all" * 50, "audio/wav")
+    return files
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("www")
+    state = Server(base="", files=_media(root))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path
+            if path.startswith("http://"):  # absolute form: we are being used as a proxy
+                path = "/" + path.split("/", 3)[3]
+            state.requests.append((path, time.monotonic(), dict(self.headers)))
+            special = state.special.get(path)
+            if special is not None and special(self, state.count(path)):
+                return
+            if path not in state.files:
+                self.send_error(404, "File not found")
+                return
+            body, content_type = state.files[path]
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class QuietServer(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            """Clients that give up (timeouts, truncated reads) close the socket mid-reply."""
+
+    httpd = QuietServer(("127.0.0.1", 0), Handler)
+    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    def truncated(handler: http.server.BaseHTTPRequestHandler, _: int) -> bool:
+        body = state.files["/media/eight.wav"][0]
+        handler.send_response(200)
+        handler.send_header("Content-Type", "audio/wav")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[: len(body) // 3])
+        handler.wfile.flush()
+        handler.close_connection = True
+        return True
+
+    def slow(handler: http.server.BaseHTTPRequestHandler, _: int) -> bool:
+        time.sleep(2.0)
+        return False
+
+    def rate_limited_once(handler: http.server.BaseHTTPRequestHandler, count: int) -> bool:
+        if count > 1:
+            return False
+        handler.send_response(429, "Too Many Requests")
+        handler.send_header("Retry-After", "0")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return True
+
+    def always_forbidden(handler: http.server.BaseHTTPRequestHandler, _: int) -> bool:
+        handler.send_error(403, "Forbidden")
+        return True
+
+    for name in ("truncated", "slow", "flaky", "blocked"):
+        state.files[f"/media/{name}.wav"] = state.files["/media/eight.wav"]
+    state.special.update({
+        "/media/truncated.wav": truncated,
+        "/media/slow.wav": slow,
+        "/media/flaky.wav": rate_limited_once,
+        "/media/blocked.wav": always_forbidden,
+    })
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def entry_for(server: Server, path: str, params: CrawlParams = FAST) -> CrawlEntry:
+    (entry,) = list_entries(server.url(path), params)
+    return entry
+
+
+def assert_cd_audio(path: Path) -> np.ndarray:
+    info = sf.info(str(path))
+    assert (info.samplerate, info.channels) == (44100, 2)
+    audio, _ = sf.read(path, dtype="float32", always_2d=True)
+    return audio
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+def test_direct_media_files_are_single_entries(server: Server) -> None:
+    entries = [entry_for(server, p) for p in ("/media/mono.wav", "/media/stereo.ogg", "/media/piece.mp3")]
+    assert [e.video_id for e in entries] == ["mono", "stereo", "piece"]
+    assert all(e.extractor == "generic" and e.duration_s is None for e in entries)
+    assert len({e.item_id for e in entries}) == 3
+    assert all(SAFE_FILE.match(e.item_id) for e in entries)
+
+
+def test_page_with_several_tags_is_a_playlist(server: Server) -> None:
+    entries = list_entries(server.url("/playlist.html"), FAST)
+    assert [e.playlist_index for e in entries] == [1, 2, 3]
+    assert {e.playlist for e in entries} == {"Three pieces"}
+    assert all(e.url == server.url("/playlist.html") for e in entries)
+    assert len(list_entries(server.url("/playlist.html"), CrawlParams(**{**FAST.to_dict(), "max_items": 2}))) == 2
+
+
+def test_refresh_lists_only_new_videos(server: Server) -> None:
+    first = list_entries(server.url("/channel.html"), FAST)
+    known = {e.item_id for e in first}
+    assert new_entries(first, known) == []
+    body, kind = server.files["/channel.html"]
+    server.files["/channel.html"] = (body.replace(b"</body>", b'<audio src="/media/piece.mp3"></audio></body>'), kind)
+    second = list_entries(server.url("/channel.html"), FAST)
+    fresh = new_entries(second, known)
+    assert [e.playlist_index for e in fresh] == [3]
+    assert new_entries([*second, *second], ()) == second  # repeats collapse, order kept
+
+
+def test_source_lists_expand_with_comments_and_nesting(server: Server, tmp_path: Path) -> None:
+    inner = tmp_path / "inner.txt"
+    inner.write_text(f"{server.url('/media/stereo.ogg')}\n")
+    outer = tmp_path / "sources.txt"
+    outer.write_text(
+        f"# piano sources\n\n{server.url('/media/mono.wav')}\n  ytsearch3:chopin nocturne  \n{inner}\n"
+        f"{server.url('/media/mono.wav')}\n"
+    )
+    assert expand_sources([str(outer)]) == [server.url("/media/mono.wav"), "ytsearch3:chopin nocturne",
+                                            server.url("/media/stereo.ogg")]
+    only_local = tmp_path / "local.txt"
+    only_local.write_text(f"{server.url('/media/mono.wav')}\n{inner}\n")
+    assert [e.video_id for e in list_entries(str(only_local), FAST)] == ["mono", "stereo"]
+    broken = tmp_path / "broken.txt"
+    broken.write_text("https://example.invalid/ok\nnot a source\n")
+    with pytest.raises(InvalidSource, match=r"broken.txt:2"):
+        expand_sources([str(broken)])
+    with pytest.raises(InvalidSource, match="not a URL"):
+        expand_sources(["no-such-file.txt"])
+    assert is_remote_source("ytsearch10:mozart sonata") and is_remote_source("ytsearchall:x")
+    assert not is_remote_source("/tmp/list.txt")
+
+
+# --- downloading -----------------------------------------------------------------------------
+
+
+def test_download_converts_to_cd_audio_and_keeps_metadata(server: Server, tmp_path: Path) -> None:
+    mono = download_audio(entry_for(server, "/media/mono.wav"), tmp_path, FAST)
+    audio = assert_cd_audio(mono.audio_path)
+    np.testing.assert_array_equal(audio[:, 0], audio[:, 1])  # mono duplicated
+    assert audio.shape[0] / 44100 == pytest.approx(3.0, abs=0.01)
+    assert mono.metadata["duration_s"] == pytest.approx(3.0, abs=0.01)
+    assert mono.metadata["webpage_url"] == server.url("/media/mono.wav")
+    assert json.loads(mono.metadata_path.read_text()) == mono.metadata
+
+    stereo = download_audio(entry_for(server, "/media/stereo.ogg"), tmp_path, FAST)
+    audio = assert_cd_audio(stereo.audio_path)
+    assert not np.allclose(audio[:, 0], audio[:, 1], atol=1e-3)  # real stereo stays stereo
+    assert stereo.metadata["duration_s"] == pytest.approx(4.0, abs=0.02)
+
+    video = download_audio(list_entries(server.url("/playlist.html"), FAST)[1], tmp_path, FAST)
+    assert video.metadata["playlist_index"] == 2
+    assert assert_cd_audio(video.audio_path).shape[0] / 44100 == pytest.approx(2.0, abs=0.1)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.suffix not in (".wav", ".json")]
+    assert leftovers == []
+
+
+def test_unsafe_titles_never_become_paths(server: Server, tmp_path: Path) -> None:
+    entry = entry_for(server, "/page.html")
+    assert entry.title.startswith(UNSAFE_TITLE)
+    item = download_audio(entry, tmp_path / "out", FAST)
+    assert item.metadata["title"].startswith(UNSAFE_TITLE)
+    names = [p.name for p in (tmp_path / "out").iterdir()]
+    assert sorted(names) == sorted([f"{entry.item_id}.wav", f"{entry.item_id}.json"])
+    assert all(SAFE_FILE.match(name) for name in names)
+    for unsafe in ("../../etc/passwd", 'a"b\\c', "ショパン", ".hidden", "a/b"):
+        name = safe_name(unsafe)
+        assert SAFE_FILE.match(name) and "/" not in name
+    assert safe_name("ショパン") != safe_name("モーツァルト")
+    assert safe_name("youtube-dQw4w9WgXcQ") == "youtube-dQw4w9WgXcQ"
+    forged = CrawlEntry(item_id="../escape", video_id="x", extractor="generic", url=server.url("/media/mono.wav"))
+    with pytest.raises(InvalidSource, match="safe file name"):
+        download_audio(forged, tmp_path / "out", FAST)
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "error", "reason"),
+    [
+        ("/media/missing.wav", FAST, HttpStatusError, "http_404"),
+        ("/notes.html", FAST, NotMedia, "not_media"),
+        ("/media/garbage.wav", FAST, NotMedia, "not_media"),
+        ("/media/silent-film.mp4", FAST, NoAudio, "no_audio"),
+        ("/media/truncated.wav", FAST, TruncatedDownload, "truncated"),
+        ("/media/slow.wav", CrawlParams(**{**FAST.to_dict(), "socket_timeout_s": 0.5}), DownloadTimeout, "timeout"),
+        ("/media/mono.wav", CrawlParams(**{**FAST.to_dict(), "min_duration_s": 10.0}), DurationOutOfBounds, "too_short"),
+    ],
+)
+def test_broken_items_fail_with_their_reason(
+    server: Server, tmp_path: Path, path: str, params: CrawlParams, error: type, reason: str
+) -> None:
+    entry = CrawlEntry(item_id="generic-broken", video_id="broken", extractor="generic", url=server.url(path))
+    with pytest.raises(error) as failure:
+        download_audio(entry, tmp_path, params)
+    assert isinstance(failure.value, ItemFailed) and isinstance(failure.value, CrawlItemFailed)
+    assert failure.value.reason == reason
+    assert list(tmp_path.iterdir()) == []  # nothing partial is left behind
+
+
+def test_listing_a_dead_link_fails_with_its_reason(server: Server) -> None:
+    with pytest.raises(HttpStatusError) as failure:
+        list_entries(server.url("/gone.html"), FAST)
+    assert failure.value.reason == "http_404" and not failure.value.transient
+
+
+def test_transient_errors_are_retried_with_backoff(server: Server, tmp_path: Path) -> None:
+    params = CrawlParams(**{**FAST.to_dict(), "retries": 2})
+    flaky = CrawlEntry(item_id="generic-flaky", video_id="flaky", extractor="generic", url=server.url("/media/flaky.wav"))
+    item = download_audio(flaky, tmp_path, params)
+    assert item.metadata["duration_s"] == pytest.approx(8.0, abs=0.01)
+    assert server.count("/media/flaky.wav") >= 2  # the 429, then the retry that worked
+    blocked = CrawlEntry(item_id="generic-blocked", video_id="blocked", extractor="generic",
+                         url=server.url("/media/blocked.wav"))
+    before = server.count("/media/blocked.wav")
+    with pytest.raises(HttpStatusError) as failure:
+        download_audio(blocked, tmp_path, params)
+    assert failure.value.reason == "http_403"
+    assert server.count("/media/blocked.wav") - before == 3  # one try and two retries
+
+
+def test_downloads_are_spaced_by_the_rate_limit(server: Server, tmp_path: Path) -> None:
+    params = CrawlParams(**{**FAST.to_dict(), "sleep_between_downloads_s": 0.8})
+    entry = entry_for(server, "/media/mono.wav")
+    download_audio(entry, tmp_path, params)
+    finished = time.monotonic()
+    download_audio(entry, tmp_path, params)
+    next_request = [t for path, t, _ in server.requests if path == "/media/mono.wav" and t > finished]
+    assert next_request and next_request[0] - finished >= 0.75
+
+
+def test_cookies_and_proxy_are_used(server: Server, tmp_path: Path) -> None:
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tpiano-42\n")
+    params = CrawlParams(**{**FAST.to_dict(), "cookies_file": str(cookies)})
+    download_audio(entry_for(server, "/media/mono.wav", params), tmp_path / "c", params)
+    assert any("session=piano-42" in headers.get("Cookie", "") for _, _, headers in server.requests)
+    # Nothing listens on 127.0.0.2 at this port: only a working proxy setting reaches the media.
+    port = server.base.rsplit(":", 1)[1]
+    proxied = CrawlParams(**{**FAST.to_dict(), "proxy": server.base})
+    entries = list_entries(f"http://127.0.0.2:{port}/media/stereo.ogg", proxied)
+    item = download_audio(entries[0], tmp_path / "p", proxied)
+    assert item.metadata["duration_s"] == pytest.approx(4.0, abs=0.02)
+    with pytest.raises(InvalidCrawlParams, match="cookies_file"):
+        list_entries(server.url("/media/mono.wav"),
+                     CrawlParams(**{**FAST.to_dict(), "cookies_file": str(tmp_path / "none.txt")}))
+
+
+# --- the info-dict path: chapters, reported durations ----------------------------------------
+
+
+def hand_built_info(server: Server, **overrides: object) -> dict:
+    info = {
+        "id": "noct/urne:9",
+        "extractor": "youtube",
+        "extractor_key": "Youtube",
+        "title": 'Chopin: "Nocturnes" / Op. 9 — 夜想曲',
+        "url": server.url("/media/eight.wav"),
+        "ext": "wav",
+        "duration": 8.0,
+        "uploader": "Pianist",
+        "upload_date": "20240131",
+        "license": "Creative Commons Attribution license (reuse allowed)",
+        "webpage_url": server.url("/watch?v=noct"),
+        "chapters": [
+            {"start_time": 0.0, "end_time": 3.0, "title": "No. 1"},
+            {"start_time": 3.0, "end_time": 7.0, "title": "No. 2"},
+            {"start_time": 7.0, "end_time": 12.0, "title": "No. 3"},
+            {"start_time": 12.0, "end_time": 20.0, "title": "Encore"},
+        ],
+    }
+    info.update(overrides)
+    return info
+
+
+def test_chapters_through_ytdlp_info_dict_are_clipped_and_flagged(server: Server, tmp_path: Path) -> None:
+    item = download_info(hand_built_info(server), tmp_path, FAST)
+    assert SAFE_FILE.match(item.audio_path.name) and item.item_id.startswith("youtube-noct_urne_9")
+    assert_cd_audio(item.audio_path)
+    meta = item.metadata
+    assert meta["title"] == 'Chopin: "Nocturnes" / Op. 9 — 夜想曲'
+    assert (meta["uploader"], meta["upload_date"]) == ("Pianist", "20240131")
+    assert meta["license"].startswith("Creative Commons")
+    assert meta["webpage_url"] == server.url("/watch?v=noct")
+    assert meta["duration_s"] == pytest.approx(8.0, abs=0.01)
+    assert [(c["title"], c["start_s"], c["end_s"]) for c in meta["chapters"]] == [
+        ("No. 1", 0.0, 3.0), ("No. 2", 3.0, 7.0), ("No. 3", 7.0, pytest.approx(8.0, abs=0.01))]
+    assert meta["chapters_clipped"] is True
+    assert len(meta["chapter_issues"]) == 2  # "No. 3" clipped, "Encore" dropped
+
+
+def test_reported_duration_bounds_skip_the_download(server: Server, tmp_path: Path) -> None:
+    before = server.count("/media/eight.wav")
+    with pytest.raises(DurationOutOfBounds) as failure:
+        download_info(hand_built_info(server), tmp_path, CrawlParams(**{**FAST.to_dict(), "max_duration_s": 5.0}))
+    assert failure.value.reason == "too_long"
+    assert server.count("/media/eight.wav") == before  # rejected before any byte was fetched
+
+
+def test_audio_shorter_than_reported_is_truncated(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(TruncatedDownload) as failure:
+        download_info(hand_built_info(server, duration=60.0, chapters=[]), tmp_path, FAST)
+    assert failure.value.reason == "truncated"
+
+
+def test_params_are_validated() -> None:
+    with pytest.raises(InvalidCrawlParams, match="min_duration_s"):
+        CrawlParams(min_duration_s=100.0, max_duration_s=10.0)
+    with pytest.raises(InvalidCrawlParams, match="retries"):
+        CrawlParams(retries=-1)
+    assert CrawlParams().backoff_s(0) == 5.0 and CrawlParams().backoff_s(10) == 120.0
+    assert CrawlParams().backoff_s(0, retry_after_s=30.0) == 30.0
+    assert CrawlParams().to_dict()["min_duration_s"] == 30.0
