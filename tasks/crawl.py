@@ -454,17 +454,18 @@ def _classify_unconvertible(message: str, workdir: Path | None) -> CrawlItemFail
 
 
 def _run_with_retries(params: CrawlParams, what: str, attempt_once: Callable[[], Any]) -> Any:
-    for attempt in range(params.retries + 1):
+    attempt = 0
+    while True:
         try:
             return attempt_once()
         except CrawlItemFailed as failure:
             if not failure.transient or attempt == params.retries:
                 raise
             wait = params.backoff_s(attempt, getattr(failure, "retry_after_s", None))
+            attempt += 1
             LOG.info("%s: %s (%s); retry %d of %d in %.1f s", what, failure.reason, failure,
-                     attempt + 1, params.retries, wait)
+                     attempt, params.retries, wait)
             time.sleep(wait)
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 # --- listing ---------------------------------------------------------------------------------

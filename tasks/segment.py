@@ -424,6 +424,8 @@ def _units_for_chapters(
     bounds.append(frames)
     units: list[_Unit] = []
     for chapter, start, end in zip(chapters, bounds[:-1], bounds[1:]):
+        if end <= start:  # a chapter shorter than one frame
+            continue
         pieces = _pieces(silent, start, end, sizes["min_gap"], sizes["pad"])
         if not pieces:
             dropped.append(DroppedSpan(start * frame_s, end * frame_s, "silent", chapter.title))
