@@ -15,6 +15,7 @@ SUITES = {
     "stages": ("benchmarks.bench_stages", "MIDI render and loudness normalization"),
     "model": ("benchmarks.bench_model", "Musika encode, generate, training steps"),
     "pipeline": ("benchmarks.bench_pipeline", "MIDI dataset flow: first run vs unchanged re-run"),
+    "youtube": ("benchmarks.bench_youtube", "segment + filter + normalize speed, 3-hour compilation memory"),
 }
 
 
