@@ -356,9 +356,11 @@ def train_autoencoder(
 ) -> AeTrainingResult:
     """Train (or continue training `autoencoder`) on 44.1 kHz clips or audio files.
 
-    `audio` holds (n, 2)/(n,) arrays at 44.1 kHz or paths of files (any format and rate).
-    Runs stage 1 then stage 2 and returns the autoencoder with its loss history. Raises
-    FloatingPointError naming the stage and step if a loss becomes NaN/Inf.
+    `audio` holds (n, 2)/(n,) arrays at 44.1 kHz or paths of files (any format and rate);
+    all of it is held in memory. A new autoencoder uses `ae_config`, by default the tiny
+    widths (the official widths are impractical to train on a CPU). Runs stage 1 then stage 2
+    and returns the autoencoder with its loss history. Raises FloatingPointError naming the
+    stage and step if a loss becomes NaN/Inf.
     """
     import keras
 
@@ -368,6 +370,10 @@ def train_autoencoder(
     keras.utils.set_random_seed(config.seed)
     if autoencoder is None:
         autoencoder = Autoencoder.build(ae_config or AutoencoderConfig.tiny())
+    elif ae_config is not None and ae_config != autoencoder.config:
+        raise AeTrainingError(
+            f"ae_config {ae_config} differs from the given autoencoder's {autoencoder.config}"
+        )
     sampler = CropSampler(_load_clips(audio), config.crop_samples, config.seed)
     trainer = AeTrainer(autoencoder, config)
     history: list[dict[str, float]] = []

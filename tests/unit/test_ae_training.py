@@ -136,3 +136,9 @@ def test_reconstruction_metrics_are_finite():
     for key in ("log_spectral_distance_db", "mr_stft", "latent_std", "latent_saturated"):
         assert math.isfinite(metrics[key])
     assert metrics["log_spectral_distance_db"] > 0
+
+
+def test_conflicting_autoencoder_and_config():
+    autoencoder = Autoencoder.build(AutoencoderConfig.tiny(divisor=32))
+    with pytest.raises(AeTrainingError, match="differs"):
+        train_autoencoder(_clips(1, 1.0), AutoencoderConfig.tiny(), autoencoder=autoencoder)
