@@ -78,6 +78,50 @@ def cmd_dataset_midi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_quality_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from flows.params import LoudnessSettings, QualitySettings, RunSettings, SegmentSettings
+
+    return {
+        "segment_settings": SegmentSettings(min_segment_s=args.min_segment, max_segment_s=args.max_segment),
+        "quality_settings": QualitySettings(min_bandwidth_hz=args.min_bandwidth, deduplicate=not args.keep_duplicates),
+        "loudness_settings": LoudnessSettings(target_lufs=args.lufs, peak_ceiling_dbfs=args.peak_ceiling,
+                                              peak_policy=args.peak_policy),
+        "run": RunSettings(store=args.store, batch_size=args.batch_size, max_failure_ratio=args.max_failure_ratio,
+                           retry_failed=args.retry_failed),
+    }
+
+
+def _human_segmented(result: dict) -> str:
+    state = "published" if result["created"] else "unchanged"
+    lines = [f"{state} {result['ref']}: {result['items']} segments, {result['failures']} dropped",
+             f"  {result['uri']}"]
+    lines += [f"  {stage}: " + ", ".join(f"{count} {status}" for status, count in counts.items())
+              for stage, counts in result["stages"].items()]
+    return "\n".join(lines)
+
+
+def cmd_dataset_youtube(args: argparse.Namespace) -> int:
+    from flows.params import CrawlSettings
+    from flows.youtube_dataset import refresh_youtube_dataset
+
+    crawl_settings = CrawlSettings(
+        max_items=args.max_items, min_duration_s=args.min_duration, max_duration_s=args.max_duration,
+        sleep_between_downloads_s=args.sleep, retries=args.retries, cookies_file=args.cookies, proxy=args.proxy,
+    )
+    result = refresh_youtube_dataset(name=args.name, sources=args.sources, crawl_settings=crawl_settings,
+                                     **_segment_quality_settings(args))
+    _print(args, result, _human_segmented)
+    return 0
+
+
+def cmd_dataset_audio(args: argparse.Namespace) -> int:
+    from flows.audio_dataset import build_audio_dataset
+
+    result = build_audio_dataset(name=args.name, sources=args.sources, **_segment_quality_settings(args))
+    _print(args, result, _human_segmented)
+    return 0
+
+
 def cmd_dataset_ls(args: argparse.Namespace) -> int:
     summaries = [s.to_dict() for s in _store(args).list_datasets()]
     _print(args, summaries, lambda rows: "\n".join(
@@ -202,6 +246,12 @@ def _stage_errors() -> tuple[type[Exception], ...]:
         errors.append(loudness.InvalidLoudnessParams)
     if official := sys.modules.get("musika_model.official"):
         errors.append(official.OfficialWeightsError)
+    if crawl := sys.modules.get("tasks.crawl"):
+        errors.extend((crawl.InvalidCrawlParams, crawl.InvalidSource))
+    if segment := sys.modules.get("tasks.segment"):
+        errors.append(segment.InvalidSegmentParams)
+    if quality := sys.modules.get("tasks.quality"):
+        errors.append(quality.InvalidQualityParams)
     return tuple(errors)
 
 
@@ -229,6 +279,38 @@ def build_parser() -> argparse.ArgumentParser:
     midi.add_argument("--max-failure-ratio", type=float, default=0.5)
     midi.add_argument("--retry-failed", action="store_true", help="retry items whose failure was recorded")
     midi.set_defaults(func=cmd_dataset_midi)
+
+    segmented = argparse.ArgumentParser(add_help=False)
+    segmented.add_argument("--name", required=True, help="dataset name (lowercase letters, digits, - _ .)")
+    segmented.add_argument("--min-segment", type=float, default=30.0, help="shortest segment in s (>= 23.8)")
+    segmented.add_argument("--max-segment", type=float, default=120.0, help="longest segment in s")
+    segmented.add_argument("--min-bandwidth", type=float, default=17000.0,
+                           help="drop segments whose spectrum stops lower, in Hz (0 keeps band-limited audio)")
+    segmented.add_argument("--keep-duplicates", action="store_true", help="keep audio repeated across recordings")
+    segmented.add_argument("--lufs", type=float, default=-20.0, help="target integrated loudness (default -20)")
+    segmented.add_argument("--peak-ceiling", type=float, default=-1.0, help="true-peak ceiling in dBTP (default -1)")
+    segmented.add_argument("--peak-policy", choices=["limit", "reject"], default="limit")
+    segmented.add_argument("--batch-size", type=int, default=32)
+    segmented.add_argument("--max-failure-ratio", type=float, default=0.5)
+    segmented.add_argument("--retry-failed", action="store_true", help="retry items whose failure was recorded")
+
+    youtube = dataset.add_parser("youtube", parents=[common, segmented],
+                                 help="build or refresh a dataset from YouTube videos, playlists, channels, searches")
+    youtube.add_argument("sources", nargs="+",
+                         help="video/playlist/channel URLs, search queries (ytsearch10:...) or files listing them")
+    youtube.add_argument("--max-items", type=int, help="at most this many videos per source")
+    youtube.add_argument("--min-duration", type=float, default=30.0, help="skip shorter videos (s)")
+    youtube.add_argument("--max-duration", type=float, default=4 * 3600.0, help="skip longer videos (s)")
+    youtube.add_argument("--sleep", type=float, default=3.0, help="pause between downloads (s)")
+    youtube.add_argument("--retries", type=int, default=3, help="retries after HTTP 429/403/5xx or timeouts")
+    youtube.add_argument("--cookies", help="Netscape cookies.txt for sites that need a login")
+    youtube.add_argument("--proxy", help="proxy URL, e.g. socks5://127.0.0.1:1080")
+    youtube.set_defaults(func=cmd_dataset_youtube)
+
+    audio = dataset.add_parser("audio", parents=[common, segmented],
+                               help="build a dataset from recordings (wav/flac/mp3/ogg, any rate, mono or stereo)")
+    audio.add_argument("sources", nargs="+", help="folders, files or glob patterns of recordings")
+    audio.set_defaults(func=cmd_dataset_audio)
 
     dataset.add_parser("ls", parents=[common], help="list datasets").set_defaults(func=cmd_dataset_ls)
     show = dataset.add_parser("show", parents=[common], help="show a version with its lineage")

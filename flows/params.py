@@ -44,3 +44,45 @@ class RunSettings(BaseModel):
         default=0.5, ge=0.0, le=1.0, description="A stage fails when more than this share of its items fail."
     )
     retry_failed: bool = Field(default=False, description="Try again items whose earlier failure was recorded.")
+
+
+class CrawlSettings(BaseModel):
+    """Which videos a YouTube refresh takes and how politely it fetches them."""
+
+    max_items: int | None = Field(default=None, ge=1, description="At most this many videos per source (None: all).")
+    min_duration_s: float | None = Field(default=30.0, ge=0.0, description="Shorter videos are skipped.")
+    max_duration_s: float | None = Field(default=4 * 3600.0, ge=0.0, description="Longer videos are skipped.")
+    sleep_between_downloads_s: float = Field(default=3.0, ge=0.0, description="Pause between two downloads.")
+    retries: int = Field(default=3, ge=0, le=20, description="Retries, with backoff, after HTTP 429/403/5xx or timeouts.")
+    retry_backoff_s: float = Field(default=5.0, ge=0.0, description="First retry's wait; doubles each time.")
+    socket_timeout_s: float = Field(default=30.0, gt=0.0, description="How long a connection may stay silent.")
+    cookies_file: str | None = Field(default=None, description="Netscape cookies.txt for sites that need a login.")
+    proxy: str | None = Field(default=None, description="e.g. socks5://127.0.0.1:1080; None uses the environment.")
+    audio_format: str = Field(default="bestaudio/best", description="yt-dlp format selector of the stream fetched.")
+
+
+class SegmentSettings(BaseModel):
+    """How long recordings are cut: chapters first, then silences, then fixed windows."""
+
+    min_segment_s: float = Field(default=30.0, description="Shortest segment; at least one GAN window (23.8 s).")
+    max_segment_s: float = Field(default=120.0, description="Longest segment; at least twice the shortest.")
+    silence_rel_db: float = Field(default=-40.0, lt=0.0, description="Silence: this far under the loud level.")
+    silence_floor_dbfs: float = Field(default=-70.0, description="Silence whatever the level: under this.")
+    min_gap_s: float = Field(default=1.0, gt=0.0, description="Silence at least this long separates two pieces.")
+    gap_padding_s: float = Field(default=0.25, ge=0.0, description="Silence kept around each piece.")
+    cut_search_s: float = Field(default=3.0, ge=0.0, description="A cut moves to the quietest point this near.")
+
+
+class QualitySettings(BaseModel):
+    """Quality filters on segments (a dropped segment is recorded with its reasons) and duplicates."""
+
+    max_silence_ratio: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of silent frames allowed.")
+    max_clipping_ratio: float = Field(default=0.001, ge=0.0, le=1.0, description="Share of clipped samples allowed.")
+    min_bandwidth_hz: float = Field(
+        default=17000.0, ge=0.0, description="Lower bandwidth flags lossy uploads (128 kb/s MP3 stops near 16 kHz)."
+    )
+    min_loudness_range_lu: float = Field(default=1.0, ge=0.0, description="Flatter segments are dropped.")
+    max_loudness_range_lu: float = Field(default=25.0, ge=0.0, description="Wilder segments are dropped.")
+    deduplicate: bool = Field(default=True, description="Keep one copy of audio repeated across recordings.")
+    duplicate_max_ber: float = Field(default=0.25, ge=0.0, le=1.0, description="Fingerprint bit error rate of a match.")
+    duplicate_min_overlap_s: float = Field(default=20.0, gt=0.0, description="How long a match must last.")

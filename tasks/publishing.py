@@ -11,7 +11,7 @@ import math
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -27,7 +27,8 @@ from tasks.store import ArtifactStore, DatasetVersion
 
 DATASET_PUBLISHED_EVENT = "musika.dataset.published"
 
-_SUMMARY_FIELDS = ("duration_s", "lufs_before", "lufs_after", "true_peak_after_dbtp", "gain_db", "note_density")
+_SUMMARY_FIELDS = ("duration_s", "lufs_before", "lufs_after", "true_peak_after_dbtp", "gain_db", "note_density",
+                   "bandwidth_hz")
 
 
 def _describe(values: Sequence[float]) -> dict[str, float]:
@@ -59,6 +60,34 @@ def summarize_outcomes(outcomes: Sequence[ItemOutcome], failures: Sequence[ItemO
     return summary
 
 
+def summarize_sources(
+    kept: Sequence[ItemOutcome], failures: Sequence[ItemOutcome], source_of: Callable[[ItemOutcome], str]
+) -> dict[str, dict[str, Any]]:
+    """Per source (as ``source_of`` names it): items kept, the recordings they come from, hours
+    kept, and how many items were dropped for which reasons."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(outcome: ItemOutcome) -> dict[str, Any]:
+        return rows.setdefault(source_of(outcome), {"items": 0, "recordings": set(), "seconds": 0.0,
+                                                    "failed": 0, "failure_reasons": Counter()})
+
+    for outcome in kept:
+        entry = row(outcome)
+        entry["items"] += 1
+        entry["recordings"].add(outcome.source.get("parent_id", outcome.item_id))
+        entry["seconds"] += float(outcome.stats.get("duration_s", 0.0))
+    for outcome in failures:
+        entry = row(outcome)
+        entry["failed"] += 1
+        entry["failure_reasons"][outcome.reason or "error"] += 1
+    return {
+        source: {"items": entry["items"], "recordings": len(entry["recordings"]),
+                 "hours": round(entry["seconds"] / 3600.0, 4), "failed": entry["failed"],
+                 "failure_reasons": dict(sorted(entry["failure_reasons"].items()))}
+        for source, entry in sorted(rows.items())
+    }
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """The git commit of the project checkout (with `+dirty` for local changes), else the package version."""
@@ -81,17 +110,21 @@ def artifact_key(name: str) -> str:
     return "dataset-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
 
 
+def _flatten(name: str, value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, Mapping):
+        return [row for sub, inner in value.items() for row in _flatten(f"{name}.{sub}", inner)]
+    return [{"statistic": name, "value": value}]
+
+
 def statistics_table(version: DatasetVersion) -> list[dict[str, Any]]:
-    """Rows of (statistic, value) for the UI; nested min/mean/max become one row each."""
+    """Rows of (statistic, value) for the UI; nested statistics (min/mean/max, drop reasons,
+    per-source counts) become one row each, named by their dotted path."""
     rows: list[dict[str, Any]] = [
         {"statistic": "version", "value": version.ref},
         {"statistic": "created_at", "value": version.created_at},
     ]
     for name, value in version.stats.items():
-        if isinstance(value, Mapping):
-            rows.extend({"statistic": f"{name}.{sub}", "value": v} for sub, v in value.items())
-        else:
-            rows.append({"statistic": name, "value": value})
+        rows.extend(_flatten(name, value))
     return rows
 
 
@@ -104,8 +137,12 @@ def publish_dataset_version(
     outcomes: Sequence[ItemOutcome],
     failures: Sequence[ItemOutcome],
     lineage: Mapping[str, Any],
+    sources: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Publish the successful outcomes as the next version of `name` (or find it unchanged)."""
+    """Publish the successful outcomes as the next version of `name` (or find it unchanged).
+
+    `sources`, when given, is a per-source breakdown (`summarize_sources`) kept in the stats.
+    """
     logger = get_run_logger()
     store = ArtifactStore(store_root)
     kept = sorted((o for o in outcomes if o.ok), key=lambda o: o.item_id)
@@ -115,7 +152,7 @@ def publish_dataset_version(
         params=dict(params),
         items=[{"item_id": o.item_id, "key": o.key, "stats": o.stats} for o in kept],
         lineage={**lineage, "code_version": code_version()},
-        stats=summarize_outcomes(kept, failures),
+        stats={**summarize_outcomes(kept, failures), **({"sources": dict(sources)} if sources is not None else {})},
         failures=[{"item_id": o.item_id, "stage": o.stage, "reason": f"{o.reason}: {o.message}"} for o in failures],
     )
     location = store.dataset_uri(version.name, version.version)

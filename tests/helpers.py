@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import html
+import http.server
+import io
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pretty_midi
+import soundfile as sf
 
 
 def write_piano_midi(path: Path, seconds: float = 4.0, seed: int = 0, program: int = 0) -> Path:
@@ -30,3 +40,143 @@ def write_piano_midi(path: Path, seconds: float = 4.0, seed: int = 0, program: i
     path.parent.mkdir(parents=True, exist_ok=True)
     midi.write(str(path))
     return path
+
+
+def piano_like(seconds: float, seed: int, sample_rate: int = 44100, gain: float = 1.0) -> np.ndarray:
+    """(n, 2) float32: decaying harmonic notes (partials up to 20 kHz) at random times and
+    strengths over a faint noise floor; each seed is a different piece."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(1.5 * sample_rate)) / sample_rate
+    envelope = np.exp(-t / 0.5) * np.minimum(1.0, t / 0.004)
+    notes = []
+    for pitch in rng.choice(np.arange(40, 88), size=8, replace=False):
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        partials = [np.sin(2 * np.pi * k * f0 * t) / k**1.2 for k in range(1, 40) if k * f0 < min(20000, sample_rate / 2.2)]
+        notes.append((envelope * np.sum(partials, axis=0)).astype(np.float32))
+    total = int(seconds * sample_rate)
+    mono = np.zeros(total, dtype=np.float32)
+    onset = 0
+    while onset < total:
+        note = notes[rng.integers(0, len(notes))] * np.float32(0.15 * rng.uniform(0.2, 1.0))
+        end = min(total, onset + note.shape[0])
+        mono[onset:end] += note[: end - onset]
+        onset += int(sample_rate * rng.uniform(0.1, 0.45))
+    fade = int(0.2 * sample_rate)
+    mono[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    mono += (10 ** (-70 / 20) * rng.normal(size=total)).astype(np.float32)
+    return (np.stack([mono, np.roll(mono, 7)], axis=1) * np.float32(gain)).astype(np.float32)
+
+
+def compilation(pieces: list[np.ndarray], sample_rate: int = 44100, gap_s: float = 2.0) -> np.ndarray:
+    """Pieces separated (and led and followed) by digital silence."""
+    gap = np.zeros((int(gap_s * sample_rate), pieces[0].shape[1]), dtype=np.float32)
+    parts = [gap]
+    for piece in pieces:
+        parts += [piece, gap]
+    return np.concatenate(parts)
+
+
+def audio_bytes(audio: np.ndarray, sample_rate: int, file_format: str = "WAV", subtype: str = "PCM_16") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, sample_rate, format=file_format, subtype=subtype)
+    return buffer.getvalue()
+
+
+def mp3_bytes(audio: np.ndarray, sample_rate: int, bitrate: str = "128k") -> bytes:
+    """MP3 made by ffmpeg's LAME encoder (its low-pass near 16-17 kHz at 128 kb/s is what lossy
+    uploads look like)."""
+    encoded = subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-f", "wav", "-i", "pipe:0", "-c:a", "libmp3lame", "-b:a", bitrate,
+         "-f", "mp3", "pipe:1"],
+        input=audio_bytes(audio, sample_rate), capture_output=True, check=True,
+    )
+    return encoded.stdout
+
+
+Reply = Callable[[http.server.BaseHTTPRequestHandler, bytes, str], bool]
+"""A special handler: given the request and the file's body and type, True when it answered."""
+
+
+@dataclass
+class MediaServer:
+    """A loopback HTTP server of in-memory files; ``special`` paths answer in broken ways."""
+
+    base: str = ""
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    special: dict[str, Reply] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def count(self, path: str) -> int:
+        return self.requests.count(path)
+
+    def add_page(self, path: str, title: str, media: Sequence[str]) -> None:
+        """An HTML page with one <audio> tag per media path: several make a playlist for yt-dlp."""
+        tags = "".join(f'<audio controls src="{html.escape(src)}"></audio>' for src in media)
+        body = f"<html><head><title>{html.escape(title)}</title></head><body>{tags}</body></html>"
+        self.files[path] = (body.encode("utf-8"), "text/html; charset=utf-8")
+
+
+def truncated_reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, content_type: str) -> bool:
+    """Announce the whole body, send a third of it, hang up."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body[: len(body) // 3])
+    handler.wfile.flush()
+    handler.close_connection = True
+    return True
+
+
+def slow_reply(seconds: float) -> Reply:
+    """Answer normally, but only after ``seconds`` of silence."""
+
+    def reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, content_type: str) -> bool:
+        time.sleep(seconds)
+        return False
+
+    return reply
+
+
+@contextmanager
+def media_server() -> Iterator[MediaServer]:
+    """Serve a MediaServer's files on 127.0.0.1 (a free port) until the block ends."""
+    state = MediaServer()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            state.requests.append(self.path)
+            if self.path not in state.files:
+                self.send_error(404, "File not found")
+                return
+            body, content_type = state.files[self.path]
+            special = state.special.get(self.path)
+            if special is not None and special(self, body, content_type):
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class QuietServer(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            """Clients that give up (timeouts, truncated reads) close the socket mid-reply."""
+
+    httpd = QuietServer(("127.0.0.1", 0), Handler)
+    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,0 +1,217 @@
+"""Flow: a folder of recordings -> segments -> quality filters and duplicates -> loudness-normalized
+dataset version; and that segment -> filter -> normalize path, which the YouTube refresh shares.
+
+Objects per recording and segment (keys hash the stage, its version, its parameters, its inputs):
+- segment-plan: plan.json of one recording (input: the file's digest, or a download object);
+- segment: one segment's audio (input: the plan; parameter: the segment's index);
+- quality: the segment's measurements and fingerprint (input: the segment; a failed filter is a
+  recorded failure with its reasons);
+- normalize: float32 WAV at the target loudness (input: the segment), as for MIDI.
+Deduplication compares the fingerprints of every segment that passed, in item-id order, and
+drops later copies as `duplicate`. Only wiring lives here: the stage work is in `tasks/`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.params import LoudnessSettings, QualitySettings, RunSettings, SegmentSettings
+from tasks import loudness, quality, segment
+from tasks.batching import ItemOutcome, WorkItem, check_failure_bound, count_statuses, partition
+from tasks.caching import batch_outcomes, submit_batch
+from tasks.publishing import publish_dataset_version, summarize_sources
+from tasks.sources import resolve_sources
+from tasks.store import ArtifactStore
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg"})
+DEFAULT_SEGMENT, DEFAULT_QUALITY = SegmentSettings(), QualitySettings()
+DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessSettings(), RunSettings()
+_PROVENANCE = ("parent_id", "index", "start_s", "end_s", "chapter", "method", "title", "uploader", "url", "source")
+_MEASUREMENTS = ("silence_ratio", "clipping_ratio", "bandwidth_hz", "loudness_range_lu")
+
+
+def segment_params(settings: SegmentSettings) -> segment.SegmentParams:
+    return segment.SegmentParams(**settings.model_dump())
+
+
+def quality_params(settings: QualitySettings) -> quality.QualityParams:
+    return quality.QualityParams(**settings.model_dump(exclude={"deduplicate"}))
+
+
+def loudness_params(settings: LoudnessSettings) -> loudness.LoudnessParams:
+    return loudness.LoudnessParams(**settings.model_dump())
+
+
+def path_params(segment_settings: SegmentSettings, quality_settings: QualitySettings,
+                loudness_settings: LoudnessSettings) -> dict:
+    """The dataset parameters of the segment -> filter -> normalize path."""
+    return {"segment": segment_params(segment_settings).to_dict(), "quality": quality_params(quality_settings).to_dict(),
+            "deduplicate": quality_settings.deduplicate, "loudness": loudness_params(loudness_settings).to_dict()}
+
+
+@dataclass
+class PathOutcomes:
+    """Every item outcome of the path, per stage, and the published items' provenance."""
+
+    plans: list[ItemOutcome] = field(default_factory=list)
+    segments: list[ItemOutcome] = field(default_factory=list)
+    measured: list[ItemOutcome] = field(default_factory=list)
+    duplicates: list[ItemOutcome] = field(default_factory=list)
+    normalized: list[ItemOutcome] = field(default_factory=list)
+
+    def attempted(self) -> dict[str, list[ItemOutcome]]:
+        """Per stage, the items it tried (not those skipped because their upstream failed)."""
+        stages = {"segment-plan": self.plans, "segment": self.segments, "quality": self.measured,
+                  "dedupe": self.duplicates, "normalize": self.normalized}
+        return {stage: [o for o in outcomes if o.status != "skipped"] for stage, outcomes in stages.items()}
+
+    def failures(self) -> list[ItemOutcome]:
+        return [o for outcomes in self.attempted().values() for o in outcomes if not o.ok]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {stage: count_statuses(outcomes) for stage, outcomes in self.attempted().items()}
+
+
+def segment_filter_normalize(
+    store: ArtifactStore,
+    plan_batches: Iterable[tuple[list[WorkItem], list[ItemOutcome] | None]],
+    segment_params_: segment.SegmentParams,
+    quality_params_: quality.QualityParams,
+    deduplicate: bool,
+    loudness_params_: loudness.LoudnessParams,
+    run: RunSettings,
+) -> PathOutcomes:
+    """Plan, cut, measure, deduplicate and normalize the recordings of `plan_batches`.
+
+    Each element is a batch of plan items and the outcomes of the stage that made their inputs
+    (None for local files); it is submitted as soon as it is produced, so a caller may yield
+    batches while it downloads the next one.
+    """
+    result = PathOutcomes()
+    plan_jobs = [
+        (items, submit_batch(segment.plan_batch, store, items, run.retry_failed, store_root=store.root,
+                             upstream=upstream))
+        for items, upstream in plan_batches
+    ]
+    segment_items: dict[str, WorkItem] = {}
+    measured_segment: dict[str, str] = {}  # quality key -> segment key
+    segment_jobs = []
+    for plan_items, future in plan_jobs:
+        outcomes = batch_outcomes(future)
+        result.plans.extend(outcomes)
+        planned = {o.key for o in outcomes if o.ok}
+        cuts = segment.plan_segment_items(store, [item for item in plan_items if item.key in planned])
+        measure_for = {item.inputs[0]: item for item in quality.plan_quality_items(cuts, quality_params_)}
+        for batch in partition(cuts, run.batch_size):
+            measures = [measure_for[item.key] for item in batch]
+            segment_items.update((item.key, item) for item in batch)
+            measured_segment.update((item.key, item.inputs[0]) for item in measures)
+            cut = submit_batch(segment.segment_batch, store, batch, run.retry_failed, store_root=store.root)
+            measured = submit_batch(quality.quality_batch, store, measures, run.retry_failed, store_root=store.root,
+                                    upstream=cut)
+            segment_jobs.append((cut, measured))
+    result.segments = [o for cut, _ in segment_jobs for o in batch_outcomes(cut)]
+    result.measured = [o for _, measured in segment_jobs for o in batch_outcomes(measured)]
+
+    passed = [o for o in result.measured if o.ok]
+    if deduplicate and passed:
+        result.duplicates = quality.deduplicate(passed, store.root, quality_params_)
+    dropped = {o.item_id for o in result.duplicates}
+    kept = [segment_items[measured_segment[o.key]] for o in passed if o.item_id not in dropped]
+    measurements = {measured_segment[o.key]: o.stats for o in passed}
+    segment_outcome = {o.key: o for o in result.segments}
+    normalize_items = loudness.plan_normalize_items(kept, loudness_params_)
+    normalized_segment = {item.key: item.inputs[0] for item in normalize_items}
+    futures = [
+        submit_batch(loudness.normalize_batch, store, batch, run.retry_failed, store_root=store.root,
+                     upstream=[segment_outcome[item.inputs[0]] for item in batch])
+        for batch in partition(normalize_items, run.batch_size)
+    ]
+    for future in futures:
+        for outcome in batch_outcomes(future):
+            cut_key = normalized_segment[outcome.key]
+            result.normalized.append(_with_provenance(outcome, segment_items[cut_key], measurements[cut_key]))
+    return result
+
+
+def _with_provenance(outcome: ItemOutcome, cut: WorkItem, measurements: dict) -> ItemOutcome:
+    """A normalized item's stats with where it comes from and its quality measurements, so the
+    dataset manifest describes every item on its own."""
+    if not outcome.ok:
+        return outcome
+    stats = {name: cut.source.get(name) for name in _PROVENANCE}
+    stats.update({name: measurements[name] for name in _MEASUREMENTS if measurements.get(name) is not None})
+    stats.update(outcome.stats)
+    return ItemOutcome(outcome.item_id, outcome.key, outcome.stage, outcome.status, stats, dict(cut.source),
+                       outcome.reason, outcome.message)
+
+
+def check_path_bounds(outcomes: PathOutcomes, max_failure_ratio: float) -> None:
+    """Fail when a stage lost too many items. Quality filters and deduplication drop items by
+    design, so for them only "nothing passed" fails the run."""
+    attempted = outcomes.attempted()
+    check_failure_bound("segment-plan", attempted["segment-plan"], max_failure_ratio)
+    check_failure_bound("segment", attempted["segment"], max_failure_ratio)
+    check_failure_bound("quality", attempted["quality"], 1.0)
+    check_failure_bound("normalize", attempted["normalize"], max_failure_ratio)
+
+
+def source_label(item_id: str) -> str:
+    """Which given source a recording came from: the folder (or file) its item name starts with."""
+    return item_id.split("/", 1)[0]
+
+
+def by_parent(label: Callable[[str], str]) -> Callable[[ItemOutcome], str]:
+    """Label an outcome by its recording: the parent of a segment, or the recording itself."""
+    return lambda outcome: label(outcome.source.get("parent_id") or outcome.item_id)
+
+
+@flow(
+    name="build-audio-dataset",
+    description="Segment recordings, filter segments on quality and duplicates, loudness-normalize, publish.",
+    task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2),
+    log_prints=True,
+)
+def build_audio_dataset(
+    name: str,
+    sources: list[str],
+    segment_settings: SegmentSettings = DEFAULT_SEGMENT,
+    quality_settings: QualitySettings = DEFAULT_QUALITY,
+    loudness_settings: LoudnessSettings = DEFAULT_LOUDNESS,
+    run: RunSettings = DEFAULT_RUN,
+) -> dict:
+    """Build (or refresh) the dataset `name` from recordings: folders, globs or files of
+    wav/flac/mp3/ogg at any sample rate, mono or stereo."""
+    logger = get_run_logger()
+    store = ArtifactStore.open(run.store)
+    cut_params = segment_params(segment_settings)
+    filters = quality_params(quality_settings)
+    levels = loudness_params(loudness_settings)
+    found = resolve_sources(sources, AUDIO_EXTENSIONS)
+    plan_items = segment.plan_recording_items(
+        [(f.name, f.digest, {"path": str(f.path), "source": source_label(f.name)}) for f in found.files], cut_params
+    )
+    logger.info("%d recordings (%d duplicates skipped) into %s", len(found.files), len(found.duplicates), store.root)
+    outcomes = segment_filter_normalize(
+        store, [(batch, None) for batch in partition(plan_items, run.batch_size)],
+        cut_params, filters, quality_settings.deduplicate, levels, run,
+    )
+    check_path_bounds(outcomes, run.max_failure_ratio)
+    failures = outcomes.failures()
+    published = publish_dataset_version(
+        store_root=store.root,
+        name=name,
+        stage=loudness.STAGE,
+        params=path_params(segment_settings, quality_settings, loudness_settings),
+        outcomes=outcomes.attempted()["normalize"],
+        failures=failures,
+        lineage={"sources": [f.to_dict() for f in found.files], "duplicates": found.duplicates},
+        sources=summarize_sources(
+            [o for o in outcomes.normalized if o.ok], failures, by_parent(source_label)),
+    )
+    return {**published, "stages": outcomes.counts()}

@@ -1,0 +1,146 @@
+"""Flow: YouTube sources -> downloads -> segments -> quality filters and duplicates -> loudness-
+normalized dataset version. Run weekly by the `youtube-refresh` deployment.
+
+A refresh lists every source again (never cached), adds the videos the previous version of the
+dataset recorded for those sources (so a `max_items` window or a failed listing drops nothing),
+and downloads only videos whose download object is not in the store: a download's key hashes
+the video's id and the output format only. Everything after the download is the recordings path
+of `flows/audio_dataset.py`, so unchanged videos reuse every object and only new ones are
+processed. Downloads run one batch after another (the rate limit spaces them); each batch's
+segment plans start while the next batch downloads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.audio_dataset import (
+    by_parent,
+    check_path_bounds,
+    loudness_params,
+    path_params,
+    quality_params,
+    segment_filter_normalize,
+    segment_params,
+)
+from flows.params import (
+    CrawlSettings,
+    LoudnessSettings,
+    QualitySettings,
+    RunSettings,
+    SegmentSettings,
+)
+from tasks import crawl, loudness, segment
+from tasks.batching import (
+    ItemOutcome,
+    StageFailed,
+    WorkItem,
+    check_failure_bound,
+    count_statuses,
+    partition,
+)
+from tasks.caching import batch_outcomes, submit_batch
+from tasks.publishing import publish_dataset_version, summarize_sources
+from tasks.store import ArtifactStore, DatasetNotFoundError
+
+DEFAULT_CRAWL, DEFAULT_SEGMENT, DEFAULT_QUALITY = CrawlSettings(), SegmentSettings(), QualitySettings()
+DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessSettings(), RunSettings()
+_DURATION_REASONS = ("too_short", "too_long")
+
+
+def crawl_params(settings: CrawlSettings) -> crawl.CrawlParams:
+    return crawl.CrawlParams(**settings.model_dump())
+
+
+def _previous_lineage(store: ArtifactStore, name: str) -> list:
+    """The sources recorded by the latest version of `name` ([] for a new dataset)."""
+    try:
+        return store.resolve(name).lineage.sources
+    except DatasetNotFoundError:
+        return []
+
+
+@flow(
+    name="refresh-youtube-dataset",
+    description="Crawl YouTube sources, download only new videos, segment, filter, normalize, publish.",
+    task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2),
+    log_prints=True,
+)
+def refresh_youtube_dataset(
+    name: str,
+    sources: list[str],
+    crawl_settings: CrawlSettings = DEFAULT_CRAWL,
+    segment_settings: SegmentSettings = DEFAULT_SEGMENT,
+    quality_settings: QualitySettings = DEFAULT_QUALITY,
+    loudness_settings: LoudnessSettings = DEFAULT_LOUDNESS,
+    run: RunSettings = DEFAULT_RUN,
+) -> dict:
+    """Publish the next version of `name` from video, playlist and channel URLs, search queries
+    (`ytsearch10:...`) and files listing them; unchanged videos are reused, not fetched again."""
+    logger = get_run_logger()
+    store = ArtifactStore.open(run.store)
+    params = crawl_params(crawl_settings)
+    crawl.validate_crawl_setup(params)
+    wanted = crawl.expand_sources(sources)
+    cut_params = segment_params(segment_settings)
+    filters = quality_params(quality_settings)
+    levels = loudness_params(loudness_settings)
+    remembered = crawl.remembered_entries(_previous_lineage(store, name), wanted)
+
+    listings = crawl.list_sources(wanted, params)
+    entries = crawl.merge_entries(wanted, listings, remembered)
+    origin = {entry.item_id: source for source, listed in entries.items() for entry in listed}
+    listing_failures = [listing.failure for listing in listings if listing.failure is not None]
+    if not origin:
+        reasons = "; ".join(f"{o.item_id}: {o.reason}" for o in listing_failures) or "they list no videos"
+        raise StageFailed(f"crawl: no video found in {len(wanted)} sources ({reasons})")
+
+    download_items, out_of_bounds = crawl.plan_download_items(
+        [entry for listed in entries.values() for entry in listed], params)
+    plan_items = segment.plan_recording_items(
+        [(item.item_id, item.key, {"metadata": crawl.METADATA_FILE, "source": origin[item.item_id]})
+         for item in download_items],
+        cut_params,
+    )
+    plan_for = {item.inputs[0]: item for item in plan_items}
+    logger.info("%d videos from %d sources (%d remembered from the last version, %d out of the duration bounds)",
+                len(origin), len(wanted), sum(map(len, remembered.values())), len(out_of_bounds))
+
+    downloads: list[ItemOutcome] = []
+
+    def downloaded_batches() -> Iterator[tuple[list[WorkItem], list[ItemOutcome]]]:
+        for batch in partition(download_items, run.batch_size):
+            fetched = submit_batch(crawl.download_batch, store, batch, run.retry_failed, store_root=store.root,
+                                   params=params)
+            outcomes = crawl.apply_duration_bounds(batch_outcomes(fetched), params)
+            downloads.extend(outcomes)
+            yield [plan_for[item.key] for item in batch], outcomes
+
+    outcomes = segment_filter_normalize(store, downloaded_batches(), cut_params, filters,
+                                        quality_settings.deduplicate, levels, run)
+    fetch_attempted = [o for o in downloads if o.reason not in _DURATION_REASONS]
+    check_failure_bound("download", fetch_attempted, run.max_failure_ratio)
+    check_path_bounds(outcomes, run.max_failure_ratio)
+    failures = listing_failures + out_of_bounds + [o for o in downloads if not o.ok] + outcomes.failures()
+
+    published = publish_dataset_version(
+        store_root=store.root,
+        name=name,
+        stage=loudness.STAGE,
+        params={"crawl": {"max_items": params.max_items, "min_duration_s": params.min_duration_s,
+                          "max_duration_s": params.max_duration_s},
+                "download": crawl.download_params(params),
+                **path_params(segment_settings, quality_settings, loudness_settings)},
+        outcomes=outcomes.attempted()["normalize"],
+        failures=failures,
+        lineage={"sources": crawl.lineage_entries(entries, remembered)},
+        sources=summarize_sources([o for o in outcomes.normalized if o.ok], failures,
+                                  by_parent(lambda parent: origin.get(parent, parent))),
+    )
+    stages = {"list": {"listed": len(wanted) - len(listing_failures), "failed": len(listing_failures)},
+              "download": count_statuses(downloads + out_of_bounds), **outcomes.counts()}
+    return {**published, "stages": stages}

@@ -1,0 +1,122 @@
+"""The recordings flow under the Prefect harness: a folder of wav/flac/mp3/ogg at several rates,
+mono and stereo, with a corrupt and a silent file; and the `dataset audio` / `dataset youtube` CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+
+from flows.audio_dataset import build_audio_dataset
+from flows.cli import main
+from flows.params import QualitySettings, RunSettings, SegmentSettings
+from tasks.store import ArtifactStore
+from tests.helpers import audio_bytes, compilation, media_server, piano_like
+
+PIECE_S = 26.0
+SEGMENTS = SegmentSettings(min_segment_s=24.0, max_segment_s=60.0)
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("rec") / "mozart"
+    (folder / "sonatas").mkdir(parents=True)
+    sf.write(folder / "sonatas" / "k331.flac", compilation([piano_like(PIECE_S, 1), piano_like(PIECE_S, 2)]), 44100,
+             subtype="PCM_24")
+    mono = compilation([piano_like(PIECE_S, 3, sample_rate=22050)], 22050)[:, 0]
+    sf.write(folder / "old-mono.wav", mono, 22050, subtype="PCM_16")
+    sf.write(folder / "k545.ogg", compilation([piano_like(PIECE_S, 4, sample_rate=48000)], 48000), 48000,
+             format="OGG")
+    sf.write(folder / "silent.wav", np.zeros((40 * 44100, 2), np.float32), 44100)
+    (folder / "broken.mp3").write_bytes(b"ID3 but nothing else that a decoder could use" * 20)
+    (folder / "notes.txt").write_text("not a recording: ignored")
+    return folder
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    """The CLI in-process with plain StringIO redirects (see tests/flows/test_cli_flows.py)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_recordings_folder_is_segmented_filtered_and_normalized(recordings, tmp_path):
+    store_root = tmp_path / "store"
+    # Band-limited old recordings are wanted here: the 22.05 kHz file stops at 11 kHz.
+    result = build_audio_dataset(
+        name="mozart", sources=[str(recordings)], segment_settings=SEGMENTS,
+        quality_settings=QualitySettings(min_bandwidth_hz=0.0), run=RunSettings(store=str(store_root)),
+    )
+    assert result["created"] and result["items"] == 4
+    store = ArtifactStore(str(store_root))
+    version = store.resolve("mozart")
+    reasons = {failure.item_id: failure.reason.split(":", 1)[0] for failure in version.failures}
+    assert reasons == {"mozart/broken.mp3": "not_audio", "mozart/silent.wav": "silent"}
+    assert version.stats["sources"]["mozart"]["items"] == 4
+    assert version.stats["sources"]["mozart"]["recordings"] == 3
+    assert version.stats["failure_reasons"] == {"not_audio": 1, "silent": 1}
+
+    by_parent: dict[str, list] = {}
+    for item in version.items:
+        by_parent.setdefault(item.stats["parent_id"], []).append(item)
+        audio, rate = sf.read(store.local_path(item.key) / "audio.wav", dtype="float32")
+        assert rate == 44100 and audio.shape[1] == 2
+        assert pyloudnorm.Meter(rate).integrated_loudness(audio) == pytest.approx(-20.0, abs=0.5)
+        assert item.stats["duration_s"] == pytest.approx(audio.shape[0] / rate, abs=1e-3)
+    assert sorted(by_parent) == ["mozart/k545.ogg", "mozart/old-mono.wav", "mozart/sonatas/k331.flac"]
+    assert [item.stats["index"] for item in by_parent["mozart/sonatas/k331.flac"]] == [0, 1]
+    (mono,) = by_parent["mozart/old-mono.wav"]
+    left_right, _ = sf.read(store.local_path(mono.key) / "audio.wav", dtype="float32")
+    np.testing.assert_array_equal(left_right[:, 0], left_right[:, 1])
+    assert mono.stats["bandwidth_hz"] < 11100 and mono.stats["start_s"] < 2.0 < mono.stats["start_s"] + 0.3
+
+    # Default filters drop the band-limited file with its reason; everything else is reused.
+    again = build_audio_dataset(name="mozart", sources=[str(recordings)], segment_settings=SEGMENTS,
+                                run=RunSettings(store=str(store_root)))
+    assert again["ref"] == "mozart@2" and again["items"] == 3
+    assert again["stages"]["segment"] == {"computed": 0, "reused": 4, "failed": 0}
+    assert again["stages"]["normalize"] == {"computed": 0, "reused": 3, "failed": 0}
+    dropped = {f.item_id: f.reason for f in store.resolve("mozart@2").failures if f.stage == "quality"}
+    assert list(dropped) == [f"{mono.stats['parent_id']}#0000"] and dropped[mono.item_id].startswith("low_bandwidth")
+
+
+def test_dataset_audio_cli_publishes_then_reports_unchanged(recordings, tmp_path):
+    argv = ["--store", str(tmp_path / "store"), "dataset", "audio", str(recordings / "sonatas"), "--name", "cli-rec",
+            "--min-segment", "24", "--max-segment", "60"]
+    code, out, _ = _cli(*argv, "--json")
+    first = json.loads(out)
+    assert code == 0 and first["ref"] == "cli-rec@1" and first["items"] == 2 and first["failures"] == 0
+    code, out, _ = _cli(*argv)
+    assert code == 0 and out.startswith("unchanged cli-rec@1: 2 segments, 0 dropped")
+
+    code, _, err = _cli(*argv[:-4], "--min-segment", "10")
+    assert code == 2 and err.startswith("musika-piano: ") and "GAN window" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "noise.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    code, _, err = _cli("--store", str(tmp_path / "store"), "dataset", "audio", str(empty), "--name", "nothing")
+    assert code == 2 and "all 1 items failed" in err and "not_audio" in err
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the crawl stage needs ffmpeg")
+def test_dataset_youtube_cli_publishes_a_direct_media_url(tmp_path):
+    with media_server() as server:
+        server.files["/media/piece.wav"] = (audio_bytes(compilation([piano_like(PIECE_S, 7)]), 44100), "audio/wav")
+        argv = ["--store", str(tmp_path / "store"), "dataset", "youtube", server.url("/media/piece.wav"),
+                "--name", "cli-yt", "--min-segment", "24", "--max-segment", "60", "--sleep", "0", "--retries", "0",
+                "--max-items", "5"]
+        code, out, err = _cli(*argv, "--json")
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["ref"] == "cli-yt@1" and result["items"] == 1
+        assert result["stages"]["download"] == {"computed": 1, "reused": 0, "failed": 0}
+        code, _, err = _cli(*argv[:4], "not-a-source", "--name", "cli-yt")
+        assert code == 2 and "not-a-source" in err
