@@ -86,7 +86,10 @@ class TrainConfigError(ValueError):
 
 
 class TrainingDiverged(RuntimeError):
-    """NaN/Inf (or collapse treated as divergence) persisted through every allowed rollback."""
+    """NaN/Inf (or collapse treated as divergence) persisted through every allowed rollback.
+
+    The trainer is left at its last healthy state, so `save_checkpoint()` can still keep it.
+    """
 
     def __init__(self, message: str, events: Sequence[TrainingEvent]) -> None:
         super().__init__(message)
@@ -697,9 +700,13 @@ def save_checkpoint(
         _fsync(marker_path)
         os.rename(temporary, destination)
         _fsync(destination.parent)
-    except OSError as error:
+    except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        raise CheckpointWriteError(f"could not write checkpoint {destination}: {error}") from error
+        if isinstance(error, (OSError, RuntimeError)):  # h5py reports write errors as RuntimeError
+            raise CheckpointWriteError(
+                f"could not write checkpoint {destination}: {error}"
+            ) from error
+        raise
     return destination
 
 
@@ -746,9 +753,11 @@ class TrainingProgress:
     kind: str
     step: int
     epoch: int
+    """Completed epochs."""
     total_steps: int
     total_epochs: int
     lr: float
+    """The lr the reported steps ran at (for "epoch": the finished epoch's)."""
     losses: dict[str, float]
     events: tuple[TrainingEvent, ...]
     seconds_per_step: float | None = None

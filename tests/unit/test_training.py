@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from musika_model.training import (
     CheckpointError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
+    CheckpointWriteError,
     CorruptCheckpointError,
     TrainConfig,
     TrainConfigError,
@@ -221,6 +223,18 @@ def test_finetune_from_an_official_folder(tmp_path):
     assert trainer.state.lineage["parent_checkpoint"]["kind"] == "official"
 
 
+def test_finetune_from_an_official_folder_with_optimizer_state(first_run, tmp_path):
+    folder = tmp_path / "official"
+    shutil.copytree(first_run.checkpoint, folder)
+    for name in (MARKER_FILE, "training_state.json"):
+        (folder / name).unlink()
+    shutil.rmtree(folder / "samples")
+    assert read_checkpoint_info(folder).kind == "official"
+    trainer = Trainer.finetune(folder, TINY, first_run.sources, tmp_path / "run")
+    assert int(trainer.training.generator_optimizer.iterations) == 2
+    assert_same_weights(trainer.networks.generator_ema, first_run.trainer.networks.generator_ema)
+
+
 def test_resuming_an_official_folder_is_refused(tmp_path):
     gan = build_gan(TINY.gan)
     official.save_gan_weights(tmp_path, gan.generator, gan.generator_ema, gan.critic)
@@ -279,6 +293,24 @@ def test_missing_folder_and_empty_folder(tmp_path):
         read_checkpoint_info(tmp_path / "nowhere")
     with pytest.raises(CheckpointNotFoundError, match="holds no GAN checkpoint"):
         read_checkpoint_info(tmp_path)
+
+
+def test_a_failing_write_keeps_the_previous_checkpoint(first_run, tmp_path):
+    """A file-size limit stands in for a full disk: every write past 100 kB fails."""
+    checkpoint = copy_checkpoint(first_run.checkpoint, tmp_path)
+    trainer = Trainer.resume(checkpoint, first_run.sources)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+    try:
+        with pytest.raises(CheckpointWriteError, match="File too large"):
+            trainer.save_checkpoint(samples=([], []))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [checkpoint.name]
+    assert latest_checkpoint(tmp_path) == checkpoint
+    load_checkpoint(checkpoint)
 
 
 KILL_SCRIPT = textwrap.dedent(
