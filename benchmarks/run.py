@@ -16,6 +16,7 @@ SUITES = {
     "model": ("benchmarks.bench_model", "Musika encode, generate, training steps"),
     "pipeline": ("benchmarks.bench_pipeline", "MIDI dataset flow: first run vs unchanged re-run"),
     "youtube": ("benchmarks.bench_youtube", "segment + filter + normalize speed, 3-hour compilation memory"),
+    "training": ("benchmarks.bench_training", "GAN trainer step, checkpoint save, input pipeline"),
 }
 
 
