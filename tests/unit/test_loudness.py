@@ -13,7 +13,7 @@ import numpy as np
 import pyloudnorm
 import pytest
 import soundfile as sf
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from tasks.audio_io import (
     AudioFormatError,
@@ -27,7 +27,11 @@ from tasks.loudness import (
     InvalidLoudnessParams,
     ItemRejected,
     LoudnessParams,
+    UnmeasurableAudio,
+    _true_peak_envelope,
+    integrated_loudness,
     normalize_loudness,
+    true_peak,
     true_peak_dbtp,
 )
 
@@ -260,6 +264,133 @@ def test_true_peak_finds_inter_sample_peaks_like_resample_poly() -> None:
     assert true_peak_dbtp(noise) == pytest.approx(measured_true_peak_dbtp(noise), abs=1e-6)
     music = piano_like(level=0.7)
     assert true_peak_dbtp(music) == pytest.approx(measured_true_peak_dbtp(music), abs=1e-6)
+
+
+def oversampled_magnitudes(audio: np.ndarray) -> np.ndarray:
+    """|4x oversampled| values, (4n, channels), by resample_poly in float64 (the reference)."""
+    samples = np.asarray(audio, dtype=np.float32).astype(np.float64)
+    samples = samples[:, None] if samples.ndim == 1 else samples
+    return np.abs(resample_poly(samples, 4, 1, axis=0))
+
+
+def worst_case_burst(amplitude: float) -> np.ndarray:
+    """20 samples of +-amplitude signed like the half-sample taps of resample_poly's 4x filter:
+    the pattern whose interpolated value overshoots its samples the most (about 2.2x)."""
+    taps = firwin(81, 0.25, window=("kaiser", 5.0))
+    half_sample_taps = taps[42 - 4 * np.arange(-9, 11)]
+    return (amplitude * np.sign(half_sample_taps)).astype(np.float32)
+
+
+def true_peak_cases() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    t = np.arange(3 * RATE) / RATE
+    loud_sine = np.sin(2 * np.pi * 220 * t)
+    hidden = loud_sine.copy()
+    hidden[RATE : RATE + 20] = worst_case_burst(0.5)  # samples at 0.5, interpolated above 1.0
+    isolated = loud_sine.copy()
+    isolated[RATE - 100 : RATE + 120] = 0.0
+    isolated[RATE : RATE + 20] = worst_case_burst(0.5)  # nothing loud within reach either
+    not_hidden = loud_sine.copy()
+    not_hidden[RATE : RATE + 20] = worst_case_burst(0.4)  # interpolated just under 1.0
+    clipped = np.clip(3.0 * piano_like(level=1.0, seconds=3.0), -1.0, 1.0)
+    near_nyquist = 0.7 * np.sin(2 * np.pi * 0.47 * RATE * t + 0.3)
+    edge_peaks = 0.1 * rng.standard_normal((RATE, 2))
+    edge_peaks[0, 0], edge_peaks[-1, 1] = 0.95, -0.97
+    return {
+        "noise": 0.3 * rng.standard_normal((2 * RATE + 7, 2)),
+        "piano": piano_like(level=0.8, seconds=3.0),
+        "clipped": clipped,
+        "hidden_overshoot": np.stack([0.5 * loud_sine, hidden], axis=1),
+        "isolated_overshoot": isolated,
+        "no_hidden_overshoot": not_hidden,
+        "near_nyquist": near_nyquist,
+        "peaks_at_the_edges": edge_peaks,
+        "impulse": np.eye(1, 101, 50)[0],
+        "one_sample": np.array([[0.25, -0.5]]),
+        "shorter_than_a_frame": rng.uniform(-1, 1, (31, 2)),
+        "one_frame_and_a_bit": rng.uniform(-1, 1, (53, 2)),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(true_peak_cases()))
+def test_true_peak_equals_oversampling_the_whole_signal(case: str) -> None:
+    audio = true_peak_cases()[case]
+    assert true_peak(audio) == pytest.approx(oversampled_magnitudes(audio).max(), rel=1e-12)
+
+
+@pytest.mark.parametrize("case", ["hidden_overshoot", "isolated_overshoot"])
+def test_an_overshoot_between_quieter_samples_is_found(case: str) -> None:
+    # Precondition: the burst's samples stay under the sine's peak, its interpolated value not.
+    audio = true_peak_cases()[case].reshape(3 * RATE, -1)
+    burst = audio[RATE : RATE + 20, -1]
+    assert np.abs(burst).max() < np.abs(audio).max() < oversampled_magnitudes(burst).max()
+    assert true_peak(audio) > 1.05
+
+
+@pytest.mark.parametrize(
+    "case", ["piano", "clipped", "hidden_overshoot", "isolated_overshoot", "near_nyquist"]
+)
+def test_limiter_envelope_is_exact_wherever_it_exceeds_the_level(case: str) -> None:
+    audio = np.asarray(true_peak_cases()[case], dtype=np.float32)
+    audio = audio.reshape(audio.shape[0], -1)  # (n, channels), as the limiter passes it
+    level = 0.8 * float(np.abs(audio).max())
+    # Reference: per input sample n, the largest oversampled |value| over [n - 1, n + 1).
+    per_sample = oversampled_magnitudes(audio).max(axis=1).reshape(-1, 4).max(axis=1)
+    reference = np.maximum(per_sample, np.concatenate(([0.0], per_sample[:-1])))
+    envelope = _true_peak_envelope(audio, level)
+    above = reference > level
+    assert above.any() and (~above).any()
+    np.testing.assert_allclose(envelope[above], reference[above], rtol=1e-6)  # float32 envelope
+    assert envelope[~above].max() <= level
+
+
+# --------------------------------------------------------------------------------------------
+# Loudness measurement
+
+
+def with_silences(audio: np.ndarray) -> np.ndarray:
+    """Loud audio, 2 s of digital silence, a -60 dB whisper: the gates decide what counts."""
+    silence = np.zeros((2 * RATE, audio.shape[1]), np.float32)
+    return np.concatenate([audio, silence, audio * np.float32(1e-3)])
+
+
+@pytest.mark.parametrize(
+    "audio, rate",
+    [
+        (piano_like(), RATE),
+        (piano_like()[:, 0], RATE),
+        (piano_like()[:, :1], RATE),
+        (with_silences(piano_like()), RATE),
+        (piano_like(seconds=1.234), RATE),
+        (piano_like(seconds=0.4), RATE),
+        (resample_poly(piano_like(), 1, 2, axis=0), RATE // 2),
+        (resample_poly(piano_like(), 160, 147, axis=0), 48000),
+        (np.random.default_rng(5).standard_normal((RATE, 5)) * 0.05, RATE),
+    ],
+    ids=["stereo", "mono-1d", "mono-2d", "gated", "odd-length", "one-block", "22k", "48k", "5ch"],
+)
+def test_integrated_loudness_matches_pyloudnorm(audio: np.ndarray, rate: int) -> None:
+    expected = pyloudnorm.Meter(rate).integrated_loudness(np.asarray(audio, dtype=np.float64))
+    assert integrated_loudness(audio, rate) == pytest.approx(expected, abs=1e-6)
+
+
+def test_loudness_of_silence_is_minus_infinity() -> None:
+    assert integrated_loudness(np.zeros((RATE, 2), np.float32), RATE) == float("-inf")
+    whisper = piano_like(level=1e-5)  # under the -70 LUFS absolute gate
+    assert integrated_loudness(whisper, RATE) == float("-inf")
+
+
+@pytest.mark.parametrize(
+    "audio, match",
+    [
+        (np.zeros((RATE // 4, 2), np.float32), "shorter than one 0.4 s gating block"),
+        (np.zeros((RATE, 2), np.int16), "float samples, got int16"),
+        (np.zeros((RATE, 6), np.float32), r"\(44100, 6\)"),
+    ],
+)
+def test_unmeasurable_audio_is_refused_with_the_reason(audio: np.ndarray, match: str) -> None:
+    with pytest.raises(UnmeasurableAudio, match=match):
+        integrated_loudness(audio, RATE)
 
 
 # --------------------------------------------------------------------------------------------
