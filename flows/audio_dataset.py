@@ -56,7 +56,7 @@ def path_params(segment_settings: SegmentSettings, quality_settings: QualitySett
 
 @dataclass
 class PathOutcomes:
-    """Every item outcome of the path, per stage, and the published items' provenance."""
+    """Every item outcome of the path, per stage; normalized ones carry their provenance in stats."""
 
     plans: list[ItemOutcome] = field(default_factory=list)
     segments: list[ItemOutcome] = field(default_factory=list)
@@ -80,10 +80,9 @@ class PathOutcomes:
 def segment_filter_normalize(
     store: ArtifactStore,
     plan_batches: Iterable[tuple[list[WorkItem], list[ItemOutcome] | None]],
-    segment_params_: segment.SegmentParams,
-    quality_params_: quality.QualityParams,
+    filters: quality.QualityParams,
     deduplicate: bool,
-    loudness_params_: loudness.LoudnessParams,
+    levels: loudness.LoudnessParams,
     run: RunSettings,
 ) -> PathOutcomes:
     """Plan, cut, measure, deduplicate and normalize the recordings of `plan_batches`.
@@ -106,7 +105,7 @@ def segment_filter_normalize(
         result.plans.extend(outcomes)
         planned = {o.key for o in outcomes if o.ok}
         cuts = segment.plan_segment_items(store, [item for item in plan_items if item.key in planned])
-        measure_for = {item.inputs[0]: item for item in quality.plan_quality_items(cuts, quality_params_)}
+        measure_for = {item.inputs[0]: item for item in quality.plan_quality_items(cuts, filters)}
         for batch in partition(cuts, run.batch_size):
             measures = [measure_for[item.key] for item in batch]
             segment_items.update((item.key, item) for item in batch)
@@ -120,12 +119,12 @@ def segment_filter_normalize(
 
     passed = [o for o in result.measured if o.ok]
     if deduplicate and passed:
-        result.duplicates = quality.deduplicate(passed, store.root, quality_params_)
+        result.duplicates = quality.deduplicate(passed, store.root, filters)
     dropped = {o.item_id for o in result.duplicates}
     kept = [segment_items[measured_segment[o.key]] for o in passed if o.item_id not in dropped]
     measurements = {measured_segment[o.key]: o.stats for o in passed}
     segment_outcome = {o.key: o for o in result.segments}
-    normalize_items = loudness.plan_normalize_items(kept, loudness_params_)
+    normalize_items = loudness.plan_normalize_items(kept, levels)
     normalized_segment = {item.key: item.inputs[0] for item in normalize_items}
     futures = [
         submit_batch(loudness.normalize_batch, store, batch, run.retry_failed, store_root=store.root,
@@ -199,7 +198,7 @@ def build_audio_dataset(
     logger.info("%d recordings (%d duplicates skipped) into %s", len(found.files), len(found.duplicates), store.root)
     outcomes = segment_filter_normalize(
         store, [(batch, None) for batch in partition(plan_items, run.batch_size)],
-        cut_params, filters, quality_settings.deduplicate, levels, run,
+        filters, quality_settings.deduplicate, levels, run,
     )
     check_path_bounds(outcomes, run.max_failure_ratio)
     failures = outcomes.failures()

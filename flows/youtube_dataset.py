@@ -120,7 +120,7 @@ def refresh_youtube_dataset(
             downloads.extend(outcomes)
             yield [plan_for[item.key] for item in batch], outcomes
 
-    outcomes = segment_filter_normalize(store, downloaded_batches(), cut_params, filters,
+    outcomes = segment_filter_normalize(store, downloaded_batches(), filters,
                                         quality_settings.deduplicate, levels, run)
     fetch_attempted = [o for o in downloads if o.reason not in _DURATION_REASONS]
     check_failure_bound("download", fetch_attempted, run.max_failure_ratio)

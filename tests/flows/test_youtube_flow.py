@@ -12,13 +12,34 @@ import numpy as np
 import pyloudnorm
 import pytest
 import soundfile as sf
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows.params import CrawlSettings, RunSettings, SegmentSettings
+from flows.audio_dataset import (
+    loudness_params,
+    quality_params,
+    segment_filter_normalize,
+    segment_params,
+)
+from flows.params import (
+    CrawlSettings,
+    LoudnessSettings,
+    QualitySettings,
+    RunSettings,
+    SegmentSettings,
+)
 from flows.youtube_dataset import refresh_youtube_dataset
+from tasks import segment
 from tasks.batching import StageFailed
-from tasks.crawl import DOWNLOAD_STAGE, DOWNLOAD_STAGE_VERSION, video_digest
+from tasks.crawl import (
+    DOWNLOAD_STAGE,
+    DOWNLOAD_STAGE_VERSION,
+    METADATA_FILE,
+    CrawlParams,
+    download_params,
+    video_digest,
+)
 from tasks.publishing import artifact_key
 from tasks.store import ArtifactStore, object_key
 from tests.helpers import (
@@ -194,3 +215,41 @@ def test_nothing_is_published_when_every_video_fails(server, tmp_path):
     with pytest.raises(StageFailed, match="no video found"):
         _refresh(name, [server.url("/gone.html")], store_root)
     assert ArtifactStore(str(store_root)).list_datasets() == []
+
+
+def test_chapters_of_a_download_decide_its_segments(pieces, tmp_path):
+    """A download object with chapter marks (one past the end) through the segment path."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    audio = compilation(pieces[:3], RATE, GAP_S)
+    duration = audio.shape[0] / RATE
+    titles = ["Prélude / No. 1", 'Fugue "2"', "夜想曲"]
+    marks = [0.0, GAP_S + PIECE_S + 1.0, 2 * (GAP_S + PIECE_S) + 1.0, duration + 30.0]
+    chapters = [{"title": title, "start_s": start, "end_s": end}
+                for title, start, end in zip([*titles, "Encore"], marks, [*marks[1:3], duration, duration + 60.0])]
+    video = "youtube-chapters"
+    inputs = [video_digest(video)]
+    with store.publish_object(DOWNLOAD_STAGE, DOWNLOAD_STAGE_VERSION, download_params(CrawlParams()), inputs,
+                              item=video) as staged:
+        sf.write(staged.dir / "audio.flac", audio, RATE, subtype="PCM_16")
+        (staged.dir / METADATA_FILE).write_text(json.dumps(
+            {"title": "Bach / Chopin", "uploader": "Pianist", "webpage_url": "https://example.org/watch?v=chapters",
+             "chapters": chapters}), encoding="utf-8")
+
+    @flow
+    def segment_one_download():
+        plan_items = segment.plan_recording_items([(video, staged.key, {"metadata": METADATA_FILE, "source": "s"})],
+                                                  segment_params(SEGMENTS))
+        return segment_filter_normalize(store, [(plan_items, None)], quality_params(QualitySettings()), True,
+                                        loudness_params(LoudnessSettings()), RunSettings(store=store.root))
+
+    outcomes = segment_one_download()
+    assert [o.stats["chapter_issues"] for o in outcomes.plans] == [1]  # "Encore" starts after the end
+    kept = sorted(outcomes.normalized, key=lambda o: o.item_id)
+    assert [o.stats["chapter"] for o in kept] == titles
+    assert {o.stats["method"] for o in kept} == {"chapter"}
+    assert {(o.stats["title"], o.stats["uploader"]) for o in kept} == {("Bach / Chopin", "Pianist")}
+    for number, outcome in enumerate(kept):
+        piece_start = GAP_S + number * (PIECE_S + GAP_S)
+        assert abs(outcome.stats["start_s"] - piece_start) <= 0.5
+        assert abs(outcome.stats["end_s"] - (piece_start + PIECE_S)) <= 0.5
+        assert "/" not in outcome.item_id.removeprefix(video)
