@@ -718,7 +718,9 @@ def plan_segment_items(store: ArtifactStore, plans: Sequence[WorkItem]) -> list[
                 object_key(STAGE, STAGE_VERSION, params, (plan_work.key,)),
                 (plan_work.key,),
                 params,
-                {**document["parent"], **segment, "recording": plan_work.inputs[0],
+                # The plan object may have been made for the same content under another name.
+                {**document["parent"], **segment, "parent_id": plan_work.item_id,
+                 "source": plan_work.source.get("source"), "recording": plan_work.inputs[0],
                  "path": plan_work.source.get("path"), "source_rate": document["source_rate"],
                  "output_rate": document["output_rate"], "start_sample": start, "end_sample": end},
             ))
