@@ -12,7 +12,7 @@ Only audio that went through the limiter is measured again.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -150,10 +150,8 @@ class LoudnessResult:
     limiter_reduction_db: float  # deepest gain reduction of the limiter, 0 when it did not act
 
     def stats(self) -> dict[str, float | bool]:
-        """Everything but the audio, for manifests and reports."""
-        fields = asdict(self)
-        del fields["audio"]
-        return fields
+        """Everything but the audio, for manifests and reports (``asdict`` would deep-copy it)."""
+        return {item.name: getattr(self, item.name) for item in fields(self) if item.name != "audio"}
 
 
 
@@ -362,9 +360,10 @@ def _frame_true_peaks(samples: np.ndarray, frames: np.ndarray) -> np.ndarray:
     channels at m, m + 1/4, m + 1/2 and m + 3/4, in float64; 0 past the end of the signal."""
     channels = samples.shape[1]
     windows = _frame_windows(samples, frames).reshape(frames.size, _WINDOW, channels)
-    by_channel = np.swapaxes(windows, 1, 2).astype(np.float64).reshape(-1, _WINDOW)
-    values = np.abs(by_channel @ _FRAME_TAPS).reshape(frames.size, channels, _FRAME, OVERSAMPLING)
-    peaks = values.max(axis=(1, 3))
+    # Frames last, so that the maxima over phases and channels are long vector operations.
+    columns = windows.transpose(1, 2, 0).astype(np.float64).reshape(_WINDOW, -1)
+    values = np.abs(_FRAME_TAPS.T @ columns).reshape(_FRAME, OVERSAMPLING * channels, frames.size)
+    peaks = values.max(axis=1).T
     peaks[frames[:, None] * _FRAME + np.arange(_FRAME) >= samples.shape[0]] = 0.0
     return peaks
 
@@ -426,7 +425,7 @@ def limit_peaks(audio: np.ndarray, sample_rate: int, threshold: float) -> tuple[
     floor = minimum_filter1d(needed, size=2 * reach + 1, mode="nearest")
     gain = uniform_filter1d(uniform_filter1d(floor, ramp, mode="nearest"), ramp, mode="nearest")
     gain = np.minimum(gain, needed)  # guards float rounding in the averages
-    limited = (audio * gain[:, None]).astype(np.float32)
+    limited = (audio * gain[:, None]).astype(np.float32, copy=False)
     return limited, -amplitude_to_db(float(gain.min()))
 
 
