@@ -93,8 +93,16 @@ def mp3_bytes(audio: np.ndarray, sample_rate: int, bitrate: str = "128k") -> byt
     return encoded.stdout
 
 
-Reply = Callable[[http.server.BaseHTTPRequestHandler, bytes, str], bool]
-"""A special handler: given the request and the file's body and type, True when it answered."""
+Reply = Callable[[http.server.BaseHTTPRequestHandler, bytes, str, int], bool]
+"""A special handler: given the request, the file's body and type, and how many times its path has
+been requested (this request included), True when it answered."""
+
+
+@dataclass(frozen=True)
+class Request:
+    path: str
+    time: float
+    headers: dict[str, str]
 
 
 @dataclass
@@ -104,13 +112,13 @@ class MediaServer:
     base: str = ""
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     special: dict[str, Reply] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return self.base + path
 
     def count(self, path: str) -> int:
-        return self.requests.count(path)
+        return sum(request.path == path for request in self.requests)
 
     def add_page(self, path: str, title: str, media: Sequence[str]) -> None:
         """An HTML page with one <audio> tag per media path: several make a playlist for yt-dlp."""
@@ -119,7 +127,7 @@ class MediaServer:
         self.files[path] = (body.encode("utf-8"), "text/html; charset=utf-8")
 
 
-def truncated_reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, content_type: str) -> bool:
+def truncated_reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, content_type: str, count: int) -> bool:
     """Announce the whole body, send a third of it, hang up."""
     handler.send_response(200)
     handler.send_header("Content-Type", content_type)
@@ -134,7 +142,7 @@ def truncated_reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, co
 def slow_reply(seconds: float) -> Reply:
     """Answer normally, but only after ``seconds`` of silence."""
 
-    def reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, content_type: str) -> bool:
+    def reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, content_type: str, count: int) -> bool:
         time.sleep(seconds)
         return False
 
@@ -151,13 +159,16 @@ def media_server() -> Iterator[MediaServer]:
             pass
 
         def do_GET(self) -> None:
-            state.requests.append(self.path)
-            if self.path not in state.files:
+            path = self.path
+            if path.startswith("http://"):  # absolute form: the server is being used as a proxy
+                path = "/" + path.split("/", 3)[3]
+            state.requests.append(Request(path, time.monotonic(), dict(self.headers)))
+            if path not in state.files:
                 self.send_error(404, "File not found")
                 return
-            body, content_type = state.files[self.path]
-            special = state.special.get(self.path)
-            if special is not None and special(self, body, content_type):
+            body, content_type = state.files[path]
+            special = state.special.get(path)
+            if special is not None and special(self, body, content_type, state.count(path)):
                 return
             self.send_response(200)
             self.send_header("Content-Type", content_type)

@@ -11,10 +11,8 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +40,7 @@ from tasks.crawl import (
     new_entries,
     safe_name,
 )
+from tests.helpers import MediaServer, media_server, slow_reply, truncated_reply
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
@@ -70,20 +69,6 @@ def tone(seconds: float, rate: int, channels: int, frequency: float = 440.0) -> 
 
 def ffmpeg(*arguments: str) -> None:
     subprocess.run(["ffmpeg", "-y", "-loglevel", "error", *arguments], check=True)
-
-
-@dataclass
-class Server:
-    base: str
-    files: dict[str, tuple[bytes, str]]
-    requests: list[tuple[str, float, dict[str, str]]] = field(default_factory=list)
-    special: dict[str, Callable[[http.server.BaseHTTPRequestHandler, int], bool]] = field(default_factory=dict)
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-    def count(self, path: str) -> int:
-        return sum(1 for requested, _, _ in self.requests if requested == path)
 
 
 def _media(root: Path) -> dict[str, tuple[bytes, str]]:
@@ -115,59 +100,8 @@ def _media(root: Path) -> dict[str, tuple[bytes, str]]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("www")
-    state = Server(base="", files=_media(root))
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            path = self.path
-            if path.startswith("http://"):  # absolute form: we are being used as a proxy
-                path = "/" + path.split("/", 3)[3]
-            state.requests.append((path, time.monotonic(), dict(self.headers)))
-            special = state.special.get(path)
-            if special is not None and special(self, state.count(path)):
-                return
-            if path not in state.files:
-                self.send_error(404, "File not found")
-                return
-            body, content_type = state.files[path]
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    class QuietServer(http.server.ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request: object, client_address: object) -> None:
-            """Clients that give up (timeouts, truncated reads) close the socket mid-reply."""
-
-    httpd = QuietServer(("127.0.0.1", 0), Handler)
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-
-    def truncated(handler: http.server.BaseHTTPRequestHandler, _: int) -> bool:
-        body = state.files["/media/eight.wav"][0]
-        handler.send_response(200)
-        handler.send_header("Content-Type", "audio/wav")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body[: len(body) // 3])
-        handler.wfile.flush()
-        handler.close_connection = True
-        return True
-
-    def slow(handler: http.server.BaseHTTPRequestHandler, _: int) -> bool:
-        time.sleep(2.0)
-        return False
-
-    def rate_limited_once(handler: http.server.BaseHTTPRequestHandler, count: int) -> bool:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
+    def rate_limited_once(handler: http.server.BaseHTTPRequestHandler, body: bytes, kind: str, count: int) -> bool:
         if count > 1:
             return False
         handler.send_response(429, "Too Many Requests")
@@ -176,24 +110,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         handler.end_headers()
         return True
 
-    def always_forbidden(handler: http.server.BaseHTTPRequestHandler, _: int) -> bool:
+    def always_forbidden(handler: http.server.BaseHTTPRequestHandler, body: bytes, kind: str, count: int) -> bool:
         handler.send_error(403, "Forbidden")
         return True
 
-    for name in ("truncated", "slow", "flaky", "blocked"):
-        state.files[f"/media/{name}.wav"] = state.files["/media/eight.wav"]
-    state.special.update({
-        "/media/truncated.wav": truncated,
-        "/media/slow.wav": slow,
-        "/media/flaky.wav": rate_limited_once,
-        "/media/blocked.wav": always_forbidden,
-    })
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with media_server() as state:
+        state.files.update(_media(tmp_path_factory.mktemp("www")))
+        for name in ("truncated", "slow", "flaky", "blocked"):
+            state.files[f"/media/{name}.wav"] = state.files["/media/eight.wav"]
+        state.special.update({
+            "/media/truncated.wav": truncated_reply,
+            "/media/slow.wav": slow_reply(2.0),
+            "/media/flaky.wav": rate_limited_once,
+            "/media/blocked.wav": always_forbidden,
+        })
+        yield state
 
 
-def entry_for(server: Server, path: str, params: CrawlParams = FAST) -> CrawlEntry:
+def entry_for(server: MediaServer, path: str, params: CrawlParams = FAST) -> CrawlEntry:
     (entry,) = list_entries(server.url(path), params)
     return entry
 
@@ -208,7 +142,7 @@ def assert_cd_audio(path: Path) -> np.ndarray:
 # --- listing ---------------------------------------------------------------------------------
 
 
-def test_direct_media_files_are_single_entries(server: Server) -> None:
+def test_direct_media_files_are_single_entries(server: MediaServer) -> None:
     entries = [entry_for(server, p) for p in ("/media/mono.wav", "/media/stereo.ogg", "/media/piece.mp3")]
     assert [e.video_id for e in entries] == ["mono", "stereo", "piece"]
     assert all(e.extractor == "generic" and e.duration_s is None for e in entries)
@@ -216,7 +150,7 @@ def test_direct_media_files_are_single_entries(server: Server) -> None:
     assert all(SAFE_FILE.match(e.item_id) for e in entries)
 
 
-def test_page_with_several_tags_is_a_playlist(server: Server) -> None:
+def test_page_with_several_tags_is_a_playlist(server: MediaServer) -> None:
     entries = list_entries(server.url("/playlist.html"), FAST)
     assert [e.playlist_index for e in entries] == [1, 2, 3]
     assert {e.playlist for e in entries} == {"Three pieces"}
@@ -224,7 +158,7 @@ def test_page_with_several_tags_is_a_playlist(server: Server) -> None:
     assert len(list_entries(server.url("/playlist.html"), CrawlParams(**{**FAST.to_dict(), "max_items": 2}))) == 2
 
 
-def test_refresh_lists_only_new_videos(server: Server) -> None:
+def test_refresh_lists_only_new_videos(server: MediaServer) -> None:
     first = list_entries(server.url("/channel.html"), FAST)
     known = {e.item_id for e in first}
     assert new_entries(first, known) == []
@@ -236,7 +170,7 @@ def test_refresh_lists_only_new_videos(server: Server) -> None:
     assert new_entries([*second, *second], ()) == second  # repeats collapse, order kept
 
 
-def test_source_lists_expand_with_comments_and_nesting(server: Server, tmp_path: Path) -> None:
+def test_source_lists_expand_with_comments_and_nesting(server: MediaServer, tmp_path: Path) -> None:
     inner = tmp_path / "inner.txt"
     inner.write_text(f"{server.url('/media/stereo.ogg')}\n")
     outer = tmp_path / "sources.txt"
@@ -262,7 +196,7 @@ def test_source_lists_expand_with_comments_and_nesting(server: Server, tmp_path:
 # --- downloading -----------------------------------------------------------------------------
 
 
-def test_download_converts_to_cd_audio_and_keeps_metadata(server: Server, tmp_path: Path) -> None:
+def test_download_converts_to_cd_audio_and_keeps_metadata(server: MediaServer, tmp_path: Path) -> None:
     mono = download_audio(entry_for(server, "/media/mono.wav"), tmp_path, FAST)
     audio = assert_cd_audio(mono.audio_path)
     np.testing.assert_array_equal(audio[:, 0], audio[:, 1])  # mono duplicated
@@ -283,7 +217,7 @@ def test_download_converts_to_cd_audio_and_keeps_metadata(server: Server, tmp_pa
     assert leftovers == []
 
 
-def test_unsafe_titles_never_become_paths(server: Server, tmp_path: Path) -> None:
+def test_unsafe_titles_never_become_paths(server: MediaServer, tmp_path: Path) -> None:
     entry = entry_for(server, "/page.html")
     assert entry.title.startswith(UNSAFE_TITLE)
     item = download_audio(entry, tmp_path / "out", FAST)
@@ -314,7 +248,7 @@ def test_unsafe_titles_never_become_paths(server: Server, tmp_path: Path) -> Non
     ],
 )
 def test_broken_items_fail_with_their_reason(
-    server: Server, tmp_path: Path, path: str, params: CrawlParams, error: type, reason: str
+    server: MediaServer, tmp_path: Path, path: str, params: CrawlParams, error: type, reason: str
 ) -> None:
     entry = CrawlEntry(item_id="generic-broken", video_id="broken", extractor="generic", url=server.url(path))
     with pytest.raises(error) as failure:
@@ -324,13 +258,13 @@ def test_broken_items_fail_with_their_reason(
     assert list(tmp_path.iterdir()) == []  # nothing partial is left behind
 
 
-def test_listing_a_dead_link_fails_with_its_reason(server: Server) -> None:
+def test_listing_a_dead_link_fails_with_its_reason(server: MediaServer) -> None:
     with pytest.raises(HttpStatusError) as failure:
         list_entries(server.url("/gone.html"), FAST)
     assert failure.value.reason == "http_404" and not failure.value.transient
 
 
-def test_transient_errors_are_retried_with_backoff(server: Server, tmp_path: Path) -> None:
+def test_transient_errors_are_retried_with_backoff(server: MediaServer, tmp_path: Path) -> None:
     params = CrawlParams(**{**FAST.to_dict(), "retries": 2})
     flaky = CrawlEntry(item_id="generic-flaky", video_id="flaky", extractor="generic", url=server.url("/media/flaky.wav"))
     item = download_audio(flaky, tmp_path, params)
@@ -345,22 +279,22 @@ def test_transient_errors_are_retried_with_backoff(server: Server, tmp_path: Pat
     assert server.count("/media/blocked.wav") - before == 3  # one try and two retries
 
 
-def test_downloads_are_spaced_by_the_rate_limit(server: Server, tmp_path: Path) -> None:
+def test_downloads_are_spaced_by_the_rate_limit(server: MediaServer, tmp_path: Path) -> None:
     params = CrawlParams(**{**FAST.to_dict(), "sleep_between_downloads_s": 0.8})
     entry = entry_for(server, "/media/mono.wav")
     download_audio(entry, tmp_path, params)
     finished = time.monotonic()
     download_audio(entry, tmp_path, params)
-    next_request = [t for path, t, _ in server.requests if path == "/media/mono.wav" and t > finished]
+    next_request = [r.time for r in server.requests if r.path == "/media/mono.wav" and r.time > finished]
     assert next_request and next_request[0] - finished >= 0.75
 
 
-def test_cookies_and_proxy_are_used(server: Server, tmp_path: Path) -> None:
+def test_cookies_and_proxy_are_used(server: MediaServer, tmp_path: Path) -> None:
     cookies = tmp_path / "cookies.txt"
     cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tpiano-42\n")
     params = CrawlParams(**{**FAST.to_dict(), "cookies_file": str(cookies)})
     download_audio(entry_for(server, "/media/mono.wav", params), tmp_path / "c", params)
-    assert any("session=piano-42" in headers.get("Cookie", "") for _, _, headers in server.requests)
+    assert any("session=piano-42" in r.headers.get("Cookie", "") for r in server.requests)
     # Nothing listens on 127.0.0.2 at this port: only a working proxy setting reaches the media.
     port = server.base.rsplit(":", 1)[1]
     proxied = CrawlParams(**{**FAST.to_dict(), "proxy": server.base})
@@ -375,7 +309,7 @@ def test_cookies_and_proxy_are_used(server: Server, tmp_path: Path) -> None:
 # --- the info-dict path: chapters, reported durations ----------------------------------------
 
 
-def hand_built_info(server: Server, **overrides: object) -> dict:
+def hand_built_info(server: MediaServer, **overrides: object) -> dict:
     info = {
         "id": "noct/urne:9",
         "extractor": "youtube",
@@ -399,7 +333,7 @@ def hand_built_info(server: Server, **overrides: object) -> dict:
     return info
 
 
-def test_chapters_through_ytdlp_info_dict_are_clipped_and_flagged(server: Server, tmp_path: Path) -> None:
+def test_chapters_through_ytdlp_info_dict_are_clipped_and_flagged(server: MediaServer, tmp_path: Path) -> None:
     item = download_info(hand_built_info(server), tmp_path, FAST)
     assert SAFE_FILE.match(item.audio_path.name) and item.item_id.startswith("youtube-noct_urne_9")
     assert_cd_audio(item.audio_path)
@@ -415,7 +349,7 @@ def test_chapters_through_ytdlp_info_dict_are_clipped_and_flagged(server: Server
     assert len(meta["chapter_issues"]) == 2  # "No. 3" clipped, "Encore" dropped
 
 
-def test_reported_duration_bounds_skip_the_download(server: Server, tmp_path: Path) -> None:
+def test_reported_duration_bounds_skip_the_download(server: MediaServer, tmp_path: Path) -> None:
     before = server.count("/media/eight.wav")
     with pytest.raises(DurationOutOfBounds) as failure:
         download_info(hand_built_info(server), tmp_path, CrawlParams(**{**FAST.to_dict(), "max_duration_s": 5.0}))
@@ -423,7 +357,7 @@ def test_reported_duration_bounds_skip_the_download(server: Server, tmp_path: Pa
     assert server.count("/media/eight.wav") == before  # rejected before any byte was fetched
 
 
-def test_audio_shorter_than_reported_is_truncated(server: Server, tmp_path: Path) -> None:
+def test_audio_shorter_than_reported_is_truncated(server: MediaServer, tmp_path: Path) -> None:
     with pytest.raises(TruncatedDownload) as failure:
         download_info(hand_built_info(server, duration=60.0, chapters=[]), tmp_path, FAST)
     assert failure.value.reason == "truncated"
