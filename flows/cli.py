@@ -169,6 +169,19 @@ def cmd_dataset_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    from flows.encode_dataset import encode_dataset
+    from flows.params import RunSettings
+
+    result = encode_dataset(dataset=args.dataset, autoencoder=args.autoencoder, name=args.name,
+                            run=RunSettings(store=args.store, batch_size=args.batch_size))
+    _print(args, result, lambda r: (
+        f"{'published' if r['created'] else 'unchanged'} {r['ref']}: {r['items']} items, "
+        f"{r['failures']} failures\n  {r['uri']}"
+    ))
+    return 0
+
+
 # ---- store commands ---------------------------------------------------------------------------
 
 
@@ -252,6 +265,8 @@ def _stage_errors() -> tuple[type[Exception], ...]:
         errors.append(segment.InvalidSegmentParams)
     if quality := sys.modules.get("tasks.quality"):
         errors.append(quality.InvalidQualityParams)
+    if encode := sys.modules.get("tasks.encode"):
+        errors.append(encode.NoAutoencoderInModel)
     return tuple(errors)
 
 
@@ -328,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("ref")
     tag.add_argument("tag")
     tag.set_defaults(func=cmd_dataset_tag)
+
+    encode = commands.add_parser("encode", parents=[common],
+                                 help="encode a normalized dataset version into a latents dataset version")
+    encode.add_argument("dataset", help="dataset to encode: NAME, NAME@VERSION or NAME@TAG")
+    encode.add_argument("--autoencoder", required=True,
+                        help="model holding an autoencoder item (NAME or NAME@VERSION, e.g. from import-musika)")
+    encode.add_argument("--name", help="latents dataset name (default <dataset name>-latents)")
+    encode.add_argument("--batch-size", type=int, default=32)
+    encode.set_defaults(func=cmd_encode)
 
     store = commands.add_parser("store", help="check and clean the artifact store").add_subparsers(
         dest="store_command", required=True)
