@@ -103,17 +103,25 @@ def run_batch(
     compute: ComputeFn,
     log: Callable[[str], None] = lambda message: None,
     retry_failed: bool = False,
+    upstream: Sequence[ItemOutcome] | None = None,
 ) -> list[ItemOutcome]:
     """Publish one object per item, reusing objects already in the store.
+
+    With `upstream` (the outcomes of the stage that made the items' first input), an item whose
+    input did not come out of it is `skipped`: its failure is already recorded upstream.
 
     `ItemFailed` and any other exception from `compute` become a failed outcome carrying the
     reason; the staging directory of a failed item is discarded by the store. An `ItemFailed`
     is recorded in the store (the same inputs fail the same way), so a re-run reports it
     without trying again unless `retry_failed`; other exceptions may be transient and are not.
     """
+    available = None if upstream is None else {outcome.key for outcome in upstream if outcome.ok}
     outcomes = []
     for item in items:
         source = dict(item.source)
+        if available is not None and item.inputs[0] not in available:
+            outcomes.append(ItemOutcome(item.item_id, item.key, stage, "skipped", source=source))
+            continue
         if store.has(item.key):
             stats = store.manifest(item.key).stats
             outcomes.append(ItemOutcome(item.item_id, item.key, stage, "reused", dict(stats), source))

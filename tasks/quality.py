@@ -535,12 +535,8 @@ def quality_batch(
     """Measure the segments whose object exists; the others are `skipped` (failed upstream)."""
     logger = get_run_logger()
     store = ArtifactStore(store_root)
-    available = {outcome.key for outcome in upstream if outcome.ok}
-    runnable = [item for item in items if item.inputs[0] in available]
-    outcomes = run_batch(store, STAGE, STAGE_VERSION, runnable, lambda item, out_dir: quality_item(store, item, out_dir),
-                         log=logger.warning, retry_failed=retry_failed)
-    outcomes += [ItemOutcome(item.item_id, item.key, STAGE, "skipped", source=dict(item.source))
-                 for item in items if item.inputs[0] not in available]
+    outcomes = run_batch(store, STAGE, STAGE_VERSION, items, lambda item, out_dir: quality_item(store, item, out_dir),
+                         log=logger.warning, retry_failed=retry_failed, upstream=upstream)
     logger.info("quality: %s", count_statuses(outcomes))
     return outcomes
 

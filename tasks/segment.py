@@ -670,19 +670,6 @@ def plan_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[str, 
     }
 
 
-def _runnable(items: Sequence[WorkItem], upstream: Sequence[ItemOutcome] | None) -> tuple[list[WorkItem], list[WorkItem]]:
-    """Items whose upstream object exists, and those skipped because it failed (None: no upstream stage)."""
-    if upstream is None:
-        return list(items), []
-    available = {outcome.key for outcome in upstream if outcome.ok}
-    return ([item for item in items if item.inputs[0] in available],
-            [item for item in items if item.inputs[0] not in available])
-
-
-def _skipped(stage: str, items: Sequence[WorkItem]) -> list[ItemOutcome]:
-    return [ItemOutcome(item.item_id, item.key, stage, "skipped", source=dict(item.source)) for item in items]
-
-
 @task(name="segment-plan-batch", cache_policy=STORE_OBJECTS, persist_result=True)
 def plan_batch(
     items: list[WorkItem], store_root: str, upstream: list[ItemOutcome] | None = None, retry_failed: bool = False
@@ -690,12 +677,11 @@ def plan_batch(
     """Plan the segments of a batch of recordings (those whose upstream download failed are skipped)."""
     logger = get_run_logger()
     store = ArtifactStore(store_root)
-    runnable, skipped = _runnable(items, upstream)
-    outcomes = run_batch(store, PLAN_STAGE, PLAN_STAGE_VERSION, runnable,
+    outcomes = run_batch(store, PLAN_STAGE, PLAN_STAGE_VERSION, items,
                          lambda item, out_dir: plan_item(store, item, out_dir), log=logger.warning,
-                         retry_failed=retry_failed)
+                         retry_failed=retry_failed, upstream=upstream)
     logger.info("segment-plan: %s", count_statuses(outcomes))
-    return outcomes + _skipped(PLAN_STAGE, skipped)
+    return outcomes
 
 
 def read_plan(store: ArtifactStore, plan_key: str) -> dict[str, Any]:

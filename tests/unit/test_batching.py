@@ -96,3 +96,22 @@ def test_failure_bound():
     with pytest.raises(StageFailed, match="no items"):
         check_failure_bound("toy", [], 1.0)
     assert count_statuses([ok, bad]) == {"computed": 1, "reused": 0, "failed": 1}
+
+
+def test_items_whose_upstream_failed_are_skipped_in_order(tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    upstream = [ItemOutcome("u0", "a" * 64, "up", "computed"), ItemOutcome("u1", "f" * 64, "up", "failed")]
+    items = [
+        WorkItem(f"item-{n}", object_key("toy", 1, {}, [key]), (key,), {}, {"n": n})
+        for n, key in enumerate(("a" * 64, "f" * 64, "e" * 64))
+    ]
+    calls = []
+
+    def compute(item, out_dir):
+        calls.append(item.item_id)
+        (out_dir / "x").write_text("x")
+        return {}
+
+    outcomes = run_batch(store, "toy", 1, items, compute, upstream=upstream)
+    assert [o.status for o in outcomes] == ["computed", "skipped", "skipped"]
+    assert calls == ["item-0"] and outcomes[1].source == {"n": 1}
