@@ -8,18 +8,21 @@ export DO_NOT_TRACK ?= 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export NUMBA_CACHE_DIR ?= $(CURDIR)/data/.numba-cache
 
-.PHONY: setup demo test test-fast bench lint
+.PHONY: setup setup-tests demo test test-fast bench lint
 
 setup:
 	@bash scripts/setup.sh
 
+setup-tests:
+	@bash scripts/setup.sh --tests
+
 demo: setup
 	$(VENV)/bin/musika-piano demo
 
-test: setup
+test: setup-tests
 	$(VENV)/bin/python -m pytest tests
 
-test-fast: setup
+test-fast: setup-tests
 	$(VENV)/bin/python -m pytest tests -m "not slow"
 
 bench: setup

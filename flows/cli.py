@@ -265,8 +265,8 @@ def _stage_errors() -> tuple[type[Exception], ...]:
         errors.append(segment.InvalidSegmentParams)
     if quality := sys.modules.get("tasks.quality"):
         errors.append(quality.InvalidQualityParams)
-    if encode := sys.modules.get("tasks.encode"):
-        errors.append(encode.NoAutoencoderInModel)
+    if models := sys.modules.get("tasks.models"):
+        errors.append(models.NotAModelError)
     return tuple(errors)
 
 

@@ -14,6 +14,7 @@ from flows.params import RunSettings
 from tasks import encode
 from tasks.batching import check_failure_bound, count_statuses, partition
 from tasks.caching import batch_outcomes, submit_batch
+from tasks.models import resolve_model
 from tasks.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
 
@@ -33,7 +34,7 @@ def encode_dataset(dataset: str, autoencoder: str, name: str | None = None, run:
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     source = store.resolve(dataset)
-    ae_key, _ = encode.resolve_autoencoder(store, autoencoder)
+    ae_key, _ = resolve_model(store, autoencoder).require_autoencoder()
     items = encode.plan_encode_items(source, ae_key)
     logger.info("encoding %d items of %s with autoencoder %s", len(items), source.ref, ae_key[:12])
 

@@ -44,7 +44,7 @@ class AutoencoderConfig:
     dec2_widths: tuple[int, int, int, int, int] = (768, 640, 512, 384, 256)
 
     @classmethod
-    def tiny(cls, divisor: int = 16) -> "AutoencoderConfig":
+    def tiny(cls, divisor: int = 16) -> AutoencoderConfig:
         """The official layout with every hidden width divided by `divisor` (at least 8 channels)."""
 
         def shrink(width: int) -> int:
@@ -67,7 +67,7 @@ class AutoencoderConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AutoencoderConfig":
+    def from_dict(cls, data: dict) -> AutoencoderConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -93,7 +93,7 @@ class GanConfig:
         return {"base_channels": self.base_channels, "small": self.small, "coord_depth": self.coord_depth}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GanConfig":
+    def from_dict(cls, data: dict) -> GanConfig:
         return cls(
             base_channels=int(data["base_channels"]),
             small=bool(data.get("small", False)),

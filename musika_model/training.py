@@ -620,6 +620,35 @@ def load_checkpoint(
     return CheckpointState(info, networks, switch, states[0], states[1])
 
 
+def load_generator(
+    folder: str | os.PathLike, *, ema: bool = True, base_channels: int | None = None
+) -> keras.Model:
+    """Only the (EMA) generator of a checkpoint folder (ours or official), for generation.
+
+    `base_channels`, when given, must match the checkpoint's; a mismatch is refused before
+    anything is built, with both values in the message.
+    """
+    from .networks import build_generator
+
+    info = read_checkpoint_info(folder, verify_hashes=False)
+    if base_channels is not None and base_channels != info.gan.base_channels:
+        raise CheckpointMismatchError(
+            f"checkpoint {info.folder} has base_channels={info.gan.base_channels}, "
+            f"but base_channels={base_channels} was asked for"
+        )
+    role = "generator_ema" if ema else "generator"
+    generator = build_generator(info.gan, name=role)
+    try:
+        official.load_weight_file(
+            info.folder / official.GAN_FILE_NAMES[role],
+            generator,
+            official.gan_layout_key(role, info.gan.small),
+        )
+    except official.OfficialWeightsError as error:
+        raise CorruptCheckpointError(str(error)) from error
+    return generator
+
+
 def _write_samples(folder: Path, latents: Sequence[np.ndarray], audio: Sequence[np.ndarray]) -> None:
     from .audio import write_wav
 

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 APT_PACKAGES=(libfluidsynth3 ffmpeg)
+# The test suite drives the generation app in Debian's Chromium (no browser download needed).
+[ "${1:-}" = "--tests" ] && APT_PACKAGES+=(chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

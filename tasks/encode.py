@@ -8,7 +8,6 @@ The autoencoder is loaded once per worker process and reused by every batch it r
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from prefect import get_run_logger, task
 from tasks.audio_io import single_audio_file
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.caching import STORE_OBJECTS
+from tasks.models import load_autoencoder
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 
 if TYPE_CHECKING:
@@ -26,37 +26,7 @@ if TYPE_CHECKING:
 STAGE = "encode"
 STAGE_VERSION = 1
 LATENTS_FILE = "latents.npy"
-AUTOENCODER_ITEM = "autoencoder"
 _UPSTREAM_STATS = ("duration_s", "notes", "note_density", "lufs_after")
-
-
-class NoAutoencoderInModel(ValueError):
-    """A model reference whose version has no `autoencoder` item."""
-
-
-def resolve_autoencoder(store: ArtifactStore, ref: str) -> tuple[str, Path]:
-    """The object key and local folder of the `autoencoder` item of model `ref` (NAME or NAME@V)."""
-    version = store.resolve(ref)
-    for item in version.items:
-        if item.item_id == AUTOENCODER_ITEM:
-            return item.key, store.local_path(item.key)
-    found = ", ".join(item.item_id for item in version.items) or "none"
-    raise NoAutoencoderInModel(
-        f"{version.ref} (stage {version.stage!r}) has no {AUTOENCODER_ITEM!r} item (items: {found}); "
-        "pass a model published by `musika-piano import-musika`"
-    )
-
-
-@lru_cache(maxsize=2)
-def load_autoencoder(store_root: str, ae_key: str) -> Autoencoder:
-    """The autoencoder stored under `ae_key`, loaded once per process (official .h5 files or
-    this project's `autoencoder.json` format)."""
-    from musika_model.codec import CONFIG_FILE, Autoencoder
-
-    folder = ArtifactStore(store_root).local_path(ae_key)
-    if (folder / CONFIG_FILE).is_file():
-        return Autoencoder.load(folder)
-    return Autoencoder.from_official(folder)
 
 
 def plan_encode_items(dataset: DatasetVersion, ae_key: str) -> list[WorkItem]:

@@ -23,7 +23,8 @@ from musika_model.networks import build_autoencoder
 from musika_model.official import save_autoencoder_weights
 from tasks.audio_io import single_audio_file
 from tasks.checkpoints import import_official_checkpoint
-from tasks.encode import LATENTS_FILE, NoAutoencoderInModel
+from tasks.encode import LATENTS_FILE
+from tasks.models import NotAModelError
 from tasks.store import ArtifactStore
 from tests.helpers import write_piano_midi
 
@@ -83,10 +84,10 @@ def test_encode_publishes_latents_then_a_rerun_is_cached(prepared):
 
 
 def test_a_model_without_an_autoencoder_is_refused(prepared):
-    with pytest.raises(NoAutoencoderInModel, match="piano@1.*no 'autoencoder' item"):
+    with pytest.raises(NotAModelError, match="piano@1 .*is not a model.*no 'autoencoder' or 'gan' item"):
         encode_dataset(dataset="piano", autoencoder="piano", run=RunSettings(store=prepared.root))
     code, _, err = _cli("--store", prepared.root, "encode", "piano", "--autoencoder", "piano")
-    assert code == 2 and "no 'autoencoder' item" in err
+    assert code == 2 and "is not a model" in err
 
 
 def test_cli_encode_json(prepared):
