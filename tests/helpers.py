@@ -191,3 +191,20 @@ def media_server() -> Iterator[MediaServer]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def write_official_tiny_model(folder: Path, base_channels: int = 16, seed: int = 0, gan: bool = True) -> Path:
+    """An official-layout folder with a randomly initialised tiny autoencoder and (with `gan`) a
+    small GAN of `base_channels`: importable with `tasks.checkpoints.import_official_checkpoint`."""
+    import keras
+
+    from musika_model.config import AutoencoderConfig, GanConfig
+    from musika_model.networks import build_autoencoder, build_gan
+    from musika_model.official import save_autoencoder_weights, save_gan_weights
+
+    keras.utils.set_random_seed(seed)
+    save_autoencoder_weights(folder, build_autoencoder(AutoencoderConfig.tiny()))
+    if gan:
+        networks = build_gan(GanConfig(base_channels=base_channels, small=True))
+        save_gan_weights(folder, networks.generator, networks.generator_ema, networks.critic)
+    return folder
