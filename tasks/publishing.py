@@ -2,7 +2,8 @@
 
 `summarize_outcomes` is pure; `publish_dataset_version` is the thin task that writes the
 version into the store, attaches a keyed table artifact (statistics and the version's
-location) to the flow run, and emits `musika.dataset.published` for deployment triggers.
+location) to the flow run, emits `musika.dataset.published` for deployment triggers, and writes
+the version's HTML report (`tasks.reports`) with a `report-<name>` link artifact.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 
 from tasks.batching import ItemOutcome
+from tasks.reports import report_and_link
 from tasks.store import ArtifactStore, DatasetVersion
 
 DATASET_PUBLISHED_EVENT = "musika.dataset.published"
@@ -165,6 +167,11 @@ def publish_dataset_version(
         f"{len(version.failures)} failures. Location: [{location}]({location})",
     )
     create_link_artifact(key=f"{artifact_key(name)}-location", link=location, link_text=version.ref)
+    if version.created or not store.has_report(version.name, version.version):
+        try:
+            report_and_link(store, version.ref)
+        except Exception as error:  # a report is a view of the version: never fail the publish
+            logger.warning("no report written for %s: %s: %s", version.ref, type(error).__name__, error)
     if version.created:
         emit_event(
             DATASET_PUBLISHED_EVENT,

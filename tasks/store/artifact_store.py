@@ -56,6 +56,7 @@ from tasks.store.layout import (
     json_bytes,
     load_json,
     object_rel,
+    report_rel,
     tags_rel,
     utc_now,
     version_rel,
@@ -475,6 +476,28 @@ class ArtifactStore:
                 f"dataset {name!r} has no tag {selector!r} (tags: {', '.join(sorted(tags)) or 'none'})"
             )
         return self.read_version(name, tags[selector])
+
+    # ------------------------------------------------------------------ reports
+
+    def report_uri(self, name: str, version: int) -> str:
+        """Where the HTML report of ``name@version`` is (or would be) stored."""
+        return self._backend.uri(report_rel(validate_dataset_name(name), version))
+
+    def has_report(self, name: str, version: int) -> bool:
+        return self._backend.exists(report_rel(validate_dataset_name(name), version))
+
+    def write_report(self, name: str, version: int, html: str) -> str:
+        """Store (or replace) the report of an existing version, atomically; returns its URI.
+
+        Reports are derived views, not objects: verify and gc leave them alone, and writing one
+        again (a newer report layout) is allowed.
+        """
+        if version not in self._existing_numbers(name):
+            raise VersionNotFoundError(
+                f"dataset {name!r} has no version {version}; no report for it"
+            )
+        self._backend.write_atomic(report_rel(name, version), html.encode())
+        return self.report_uri(name, version)
 
     # ------------------------------------------------------------------ tags
 

@@ -5,6 +5,7 @@
     objects/<key[:2]>/<key>/             one object: the stage's files, manifest.json, COMPLETE
     datasets/<name>/versions/000001.json one dataset version manifest per file (never rewritten)
     datasets/<name>/tags/<tag>.json      a user tag pointing at a version
+    datasets/<name>/reports/000001.html  the HTML report of a version (rewritable, not an object)
     failures/<key[:2]>/<key>.json        why producing an object failed (a corrupt or empty input)
     tmp/                                 staging directories and scratch files (local roots only)
 
@@ -46,6 +47,10 @@ def version_rel(name: str, version: int) -> str:
 
 def tags_rel(name: str) -> str:
     return f"{DATASETS_DIR}/{name}/tags"
+
+
+def report_rel(name: str, version: int) -> str:
+    return f"{DATASETS_DIR}/{name}/reports/{version:06d}.html"
 
 
 def utc_now() -> str:
