@@ -133,7 +133,8 @@ def _lineage_lines(lineage: dict[str, Any]) -> list[str]:
     if lineage.get("parents"):
         lines.append(f"- parent datasets: {', '.join(map(str, lineage['parents']))}")
     if lineage.get("parent_checkpoint"):
-        lines.append(f"- parent checkpoint: {_describe_parent_checkpoint(lineage['parent_checkpoint'])}")
+        parent = _describe_parent_checkpoint(lineage["parent_checkpoint"])
+        lines.append(f"- parent checkpoint: {parent}")
     if lineage.get("sources"):
         lines.append(f"- sources: {', '.join(map(str, lineage['sources']))}")
     return lines or ["- lineage: none recorded"]
@@ -223,7 +224,10 @@ def folder_model_choice(
     small = ", small" if info.gan.small else ""
     counters = f", epoch {info.epoch}, step {info.step}" if info.training else ""
     lineage = info.training.lineage if info.training else {}
-    label = f"{info.folder.name} · folder ({info.kind}) · base_channels {info.gan.base_channels}{small}"
+    label = (
+        f"{info.folder.name} · folder ({info.kind}) · "
+        f"base_channels {info.gan.base_channels}{small}"
+    )
     details = "\n".join([
         f"**{info.folder}** ({info.kind} checkpoint folder{counters})",
         f"- base_channels: {info.gan.base_channels}{small}",
