@@ -86,3 +86,43 @@ class QualitySettings(BaseModel):
     deduplicate: bool = Field(default=True, description="Keep one copy of audio repeated across recordings.")
     duplicate_max_ber: float = Field(default=0.25, ge=0.0, le=1.0, description="Fingerprint bit error rate of a match.")
     duplicate_min_overlap_s: float = Field(default=20.0, gt=0.0, description="How long a match must last.")
+
+
+class TrainingSettings(BaseModel):
+    """A GAN training configuration: a preset, and any of its fields replaced."""
+
+    preset: Literal["piano_pretrain", "finetune_recordings", "tiny"] = Field(
+        default="piano_pretrain",
+        description="piano_pretrain: base_channels 256, lr 2e-5, 283 epochs; finetune_recordings: 15 epochs at "
+        "4e-5 then 85 at 1e-5; tiny: seconds on a CPU, for tests and the demo.",
+    )
+    base_channels: int | None = Field(
+        default=None, ge=4, le=1024,
+        description="Network width; None keeps the preset's (fine-tuning: the parent's).",
+    )
+    small: bool | None = Field(default=None, description="128-frame windows instead of 256; None keeps the preset's.")
+    lr_phases: list[tuple[int, float]] | None = Field(
+        default=None, description="(epochs, learning rate) phases run in order, e.g. [[15, 4e-5], [135, 1e-5]].",
+    )
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+    iterations_per_epoch: int | None = Field(default=None, ge=1)
+    save_every: int | None = Field(default=None, ge=1, description="Save a checkpoint every N epochs.")
+    keep_checkpoints: int | None = Field(default=None, ge=1, description="Checkpoints kept in the run folder.")
+    publish_every: int = Field(
+        default=10, ge=1, description="Publish a model version every N epochs (and always the final checkpoint).",
+    )
+    seed: int | None = Field(default=None, ge=0)
+    max_rollbacks: int | None = Field(default=None, ge=0, description="Divergence rollbacks before giving up.")
+    collapse_as_divergence: bool | None = Field(
+        default=None, description="Treat collapsed samples (silence, beeps) like a NaN: roll back, lower the lr.",
+    )
+    mixed_precision: bool | None = Field(default=None, description="None: on when a GPU is visible.")
+    xla: bool | None = Field(default=None, description="None: on when a GPU is visible.")
+    runs_dir: str | None = Field(
+        default=None, description="Where run folders (checkpoints, TensorBoard) live; default MUSIKA_PIANO_RUNS "
+        "or runs/ beside the store.",
+    )
+    concurrency_limit: str | None = Field(
+        default=None, description="Prefect global concurrency limit held while training (the deployments use "
+        "'gpu'; create it first: prefect gcl create gpu --limit 1).",
+    )

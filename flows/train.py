@@ -1,0 +1,87 @@
+"""Flows: pretrain a Musika GAN on latents datasets, fine-tune a stored model on new ones.
+
+Only wiring lives here; planning, the resumable run and publishing are in `tasks/training.py`.
+Asking for the same training again trains nothing (the finished checkpoint is in the store); a
+run that was killed continues from its last checkpoint. The deployments run these on the `gpu`
+pool and hold the `gpu` global concurrency limit while training (`TrainingSettings.concurrency_limit`).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
+
+from flows.params import RunSettings, TrainingSettings
+from tasks import training
+from tasks.models import resolve_model
+from tasks.publishing import code_version
+from tasks.store import ArtifactStore
+
+DEFAULT_RUN = RunSettings()
+PRETRAIN_DEFAULTS = TrainingSettings(preset="piano_pretrain")
+FINETUNE_DEFAULTS = TrainingSettings(preset="finetune_recordings")
+_CONFIG_FIELDS = {"base_channels", "small", "lr_phases", "batch_size", "iterations_per_epoch", "save_every",
+                  "keep_checkpoints", "seed", "max_rollbacks", "collapse_as_divergence", "mixed_precision", "xla"}
+
+
+def _overrides(settings: TrainingSettings) -> dict:
+    return settings.model_dump(include=_CONFIG_FIELDS, exclude_none=True)
+
+
+def _train(store: ArtifactStore, plan: training.TrainingPlan, settings: TrainingSettings) -> dict:
+    runs_dir = Path(settings.runs_dir) if settings.runs_dir else training.default_runs_dir(store)
+    run_dir = training.run_dir_of(runs_dir, plan)
+    limit = settings.concurrency_limit
+    if limit:
+        get_run_logger().info("waiting for a slot of the %r concurrency limit", limit)
+    with concurrency(limit, occupy=1, strict=True) if limit else nullcontext():
+        return training.train_gan(store.root, plan, str(run_dir), settings.publish_every)
+
+
+@flow(name="pretrain", description="Train a Musika GAN from scratch on weighted latents datasets.",
+      log_prints=True)
+def pretrain(
+    datasets: list[str],
+    name: str,
+    settings: TrainingSettings = PRETRAIN_DEFAULTS,
+    run: RunSettings = DEFAULT_RUN,
+) -> dict:
+    """Train model `name` on `datasets` (latents versions, `NAME[@V][:WEIGHT]`)."""
+    store = ArtifactStore.open(run.store)
+    mixture = [training.resolve_latents(store, *training.parse_weighted_ref(text)) for text in datasets]
+    config = training.train_config(settings.preset, _overrides(settings))
+    plan = training.plan_training(store, name, config, mixture, code_version=code_version())
+    return _train(store, plan, settings)
+
+
+@flow(name="finetune", description="Fine-tune a stored Musika model on new latents, with replay of its data.",
+      log_prints=True)
+def finetune(
+    parent: str,
+    datasets: list[str],
+    name: str | None = None,
+    replay: float = 0.0,
+    settings: TrainingSettings = FINETUNE_DEFAULTS,
+    run: RunSettings = DEFAULT_RUN,
+) -> dict:
+    """Fine-tune model `parent` (NAME or NAME@V; trained here or imported) on `datasets`, mixing in
+    a `replay` share of the parent's own training data against forgetting; publishes `name`
+    (default `<parent name>-ft`)."""
+    from musika_model.training import read_checkpoint_info
+
+    store = ArtifactStore.open(run.store)
+    model = resolve_model(store, parent)
+    _, parent_dir = model.require_gan()
+    parent_gan = read_checkpoint_info(parent_dir, verify_hashes=False).gan
+    new = [training.resolve_latents(store, *training.parse_weighted_ref(text)) for text in datasets]
+    mixture = training.replay_mixture(new, training.parent_training_data(store, model), replay)
+    if replay > 0 and mixture == new:
+        get_run_logger().warning("nothing to replay: %s records no training data other than the new datasets",
+                                 model.ref)
+    config = training.train_config(settings.preset, _overrides(settings), parent_gan)
+    plan = training.plan_training(store, name or f"{model.version.name}-ft", config, mixture, parent=model,
+                                  code_version=code_version())
+    return _train(store, plan, settings)
