@@ -182,6 +182,89 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- training and generation -------------------------------------------------------------------
+
+
+def _training_settings(args: argparse.Namespace):
+    from flows.params import TrainingSettings
+
+    phases = None
+    if args.lr_phases:
+        phases = []
+        for phase in args.lr_phases.split(","):
+            epochs, _, lr = phase.partition("@")
+            try:
+                phases.append((int(epochs), float(lr)))
+            except ValueError:
+                raise ValueError(f"--lr-phases: {phase!r} is not EPOCHS@LR (e.g. 15@4e-5,135@1e-5)") from None
+    values = {"preset": args.preset, "base_channels": args.base_channels, "lr_phases": phases,
+              "batch_size": args.batch_size, "iterations_per_epoch": args.iterations_per_epoch,
+              "save_every": args.save_every, "keep_checkpoints": args.keep_checkpoints, "seed": args.seed,
+              "runs_dir": args.runs_dir, "concurrency_limit": args.concurrency_limit,
+              "collapse_as_divergence": args.collapse_as_divergence or None}
+    if args.publish_every is not None:
+        values["publish_every"] = args.publish_every
+    return TrainingSettings(**{key: value for key, value in values.items() if value is not None})
+
+
+def _human_training(result: dict) -> str:
+    state = "trained" if result["trained"] else "already trained, nothing recomputed"
+    lines = [f"{result['ref']}: {state} (step {result['step']}, epoch {result['epoch']})",
+             f"  model:      {result['uri']}", f"  checkpoint: {result['checkpoint']}",
+             f"  run folder: {result['run_dir']} (TensorBoard: tensorboard --logdir {result['run_dir']})"]
+    if result["published"]:
+        lines.append(f"  versions published: {', '.join(result['published'])}")
+    return "\n".join(lines)
+
+
+def cmd_train_pretrain(args: argparse.Namespace) -> int:
+    from flows.params import RunSettings
+    from flows.train import pretrain
+
+    result = pretrain(datasets=args.datasets, name=args.name, settings=_training_settings(args),
+                      run=RunSettings(store=args.store))
+    _print(args, result, _human_training)
+    return 0
+
+
+def cmd_train_finetune(args: argparse.Namespace) -> int:
+    from flows.params import RunSettings
+    from flows.train import finetune
+
+    result = finetune(parent=args.parent, datasets=args.datasets, name=args.name, replay=args.replay,
+                      settings=_training_settings(args), run=RunSettings(store=args.store))
+    _print(args, result, _human_training)
+    return 0
+
+
+def cmd_train_autoencoder(args: argparse.Namespace) -> int:
+    from flows.params import RunSettings
+    from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
+
+    overrides = {key: value for key, value in {"stage1_steps": args.stage1_steps, "stage2_steps": args.stage2_steps,
+                                                "seed": args.seed, "max_items": args.max_items}.items()
+                 if value is not None}
+    result = train_autoencoder_flow(dataset=args.dataset, name=args.name,
+                                    settings=AutoencoderTrainingSettings(preset=args.preset, **overrides),
+                                    run=RunSettings(store=args.store))
+    _print(args, result, lambda r: (
+        f"{r['ref']}: {'trained' if r['trained'] else 'already trained, nothing recomputed'}\n  {r['uri']}"))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from flows.generate import generate_samples
+    from flows.params import RunSettings
+
+    result = generate_samples(model=args.model, seconds=args.seconds, count=args.count,
+                              truncation=args.truncation, seed=args.seed, base_channels=args.base_channels,
+                              name=args.name, output=args.output, run=RunSettings(store=args.store))
+    _print(args, result, lambda r: "\n".join(
+        [(f"{'published' if r['created'] else 'unchanged'} {r['ref']}: {r['items']} samples, "
+          f"{r['failures']} failures"), f"  {r['uri']}"] + [f"  listen: {path}" for path in r["files"]]))
+    return 0
+
+
 # ---- store commands ---------------------------------------------------------------------------
 
 
@@ -267,6 +350,14 @@ def _stage_errors() -> tuple[type[Exception], ...]:
         errors.append(quality.InvalidQualityParams)
     if models := sys.modules.get("tasks.models"):
         errors.append(models.NotAModelError)
+    if training := sys.modules.get("tasks.training"):
+        errors.append(training.TrainingInputError)
+    if generation := sys.modules.get("tasks.generate"):
+        errors.append(generation.InvalidGenerateRequest)
+    if trainer := sys.modules.get("musika_model.training"):
+        errors.extend((trainer.CheckpointError, trainer.TrainConfigError, trainer.TrainingDiverged))
+    if data := sys.modules.get("musika_model.training_data"):
+        errors.append(data.TrainingDataError)
     return tuple(errors)
 
 
@@ -353,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--batch-size", type=int, default=32)
     encode.set_defaults(func=cmd_encode)
 
+    _add_training_commands(commands, common)
+
     store = commands.add_parser("store", help="check and clean the artifact store").add_subparsers(
         dest="store_command", required=True)
     store.add_parser("verify", parents=[common], help="re-hash every file").set_defaults(func=cmd_store_verify)
@@ -378,6 +471,63 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--small", action="store_true")
     info.set_defaults(func=cmd_model_info)
     return parser
+
+
+def _add_training_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    train = commands.add_parser("train", help="train the autoencoder, pretrain or fine-tune the GAN").add_subparsers(
+        dest="train_command", required=True)
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--base-channels", type=int, help="network width (default: the preset's; fine-tune: the parent's)")
+    config.add_argument("--lr-phases", help="EPOCHS@LR phases run in order, e.g. 15@4e-5,135@1e-5")
+    config.add_argument("--batch-size", type=int)
+    config.add_argument("--iterations-per-epoch", type=int)
+    config.add_argument("--save-every", type=int, help="save a checkpoint every N epochs")
+    config.add_argument("--keep-checkpoints", type=int, help="checkpoints kept in the run folder")
+    config.add_argument("--publish-every", type=int, help="publish a model version every N epochs (default 10)")
+    config.add_argument("--seed", type=int)
+    config.add_argument("--collapse-as-divergence", action="store_true",
+                        help="roll back and lower the lr when every sample of an epoch is silence or a beep")
+    config.add_argument("--runs-dir", help="run folders (default $MUSIKA_PIANO_RUNS or runs/ beside the store)")
+    config.add_argument("--concurrency-limit", help="Prefect global concurrency limit to hold while training")
+    datasets_help = "latents datasets NAME[@V][:WEIGHT] (from musika-piano encode)"
+
+    pre = train.add_parser("pretrain", parents=[common, config], help="train a GAN from scratch on latents")
+    pre.add_argument("datasets", nargs="+", help=datasets_help)
+    pre.add_argument("--name", required=True, help="model name")
+    pre.add_argument("--preset", default="piano_pretrain", choices=["piano_pretrain", "finetune_recordings", "tiny"])
+    pre.set_defaults(func=cmd_train_pretrain)
+
+    fine = train.add_parser("finetune", parents=[common, config], help="fine-tune a stored model on new latents")
+    fine.add_argument("parent", help="model to start from: NAME or NAME@V (trained here or imported)")
+    fine.add_argument("datasets", nargs="+", help=datasets_help)
+    fine.add_argument("--name", help="model name (default <parent name>-ft)")
+    fine.add_argument("--replay", type=float, default=0.0,
+                      help="share of each batch drawn from the parent's own training data (0 to <1)")
+    fine.add_argument("--preset", default="finetune_recordings",
+                      choices=["piano_pretrain", "finetune_recordings", "tiny"])
+    fine.set_defaults(func=cmd_train_finetune)
+
+    autoencoder = train.add_parser("autoencoder", parents=[common],
+                                   help="train a small autoencoder on a normalized dataset (no official weights)")
+    autoencoder.add_argument("dataset", help="normalized dataset: NAME or NAME@V")
+    autoencoder.add_argument("--name", help="model name (default <dataset name>-ae)")
+    autoencoder.add_argument("--preset", default="full", choices=["tiny", "demo", "full"])
+    autoencoder.add_argument("--stage1-steps", type=int)
+    autoencoder.add_argument("--stage2-steps", type=int)
+    autoencoder.add_argument("--max-items", type=int, help="train on at most N items, evenly spread")
+    autoencoder.add_argument("--seed", type=int)
+    autoencoder.set_defaults(func=cmd_train_autoencoder)
+
+    generate = commands.add_parser("generate", parents=[common], help="generate samples with a stored model")
+    generate.add_argument("model", help="NAME or NAME@V of a model with autoencoder and gan items")
+    generate.add_argument("--seconds", type=float, default=30.0)
+    generate.add_argument("--count", type=int, default=4)
+    generate.add_argument("--truncation", type=float, default=2.0)
+    generate.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+    generate.add_argument("--base-channels", type=int, help="refuse a checkpoint of another width")
+    generate.add_argument("--name", help="samples dataset name (default <model name>-samples)")
+    generate.add_argument("--output", help="also copy the WAV files into this folder")
+    generate.set_defaults(func=cmd_generate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
