@@ -92,13 +92,12 @@ METRICS: dict[str, dict[str, str]] = {
                      "better": "closer"},
     "onset_density": {"label": "onsets per second", "unit": "1/s", "better": "closer"},
     "bandwidth_hz": {"label": "95% spectral roll-off", "unit": "Hz", "better": "closer"},
-    "frechet_distance": {"label": "Fréchet distance of log-mel statistics to the reference",
-                         "unit": "dB^2", "better": "lower"},
     "reconstruction_lsd_db": {"label": "autoencoder round trip log-spectral distance (mean)",
                               "unit": "dB", "better": "lower"},
 }
-"""Every measure a comparison table may hold: label, unit, and which direction is better
-("closer" = closer to the reference row)."""
+"""The measures of a comparison table row: label, unit, and which direction is better ("closer"
+= closer to the reference row). Each row also holds `frechet_distance` (``frechet_distance``
+of its embedding statistics to the reference's, in dB^2, lower is better)."""
 
 
 def _finite_or_none(value: float) -> float | None:

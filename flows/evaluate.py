@@ -1,0 +1,129 @@
+"""Flow: checkpoints measured next to their reference data, published as an evaluation version.
+
+Only wiring lives here (`tasks/evaluate.py` holds the stage, `tasks/metrics.py` the measures).
+Every subject's store object key is computed before anything runs, every bad input (a ref
+that is no model, a base_channels that differs from a checkpoint, an empty reference) is
+refused before anything is computed, and an unchanged re-run finds every object in the store.
+
+The version (`eval-<reference name>` by default), stage "evaluate":
+    params   {"checkpoints": [exact refs], "reference": exact ref, "settings": {...}}
+    items    "reference" and one per checkpoint (item id = its exact ref), each an object
+             with metrics.json (+ embedding_stats.npz, samples/sample-NN.wav)
+    stats    {"metrics": METRICS, "table": [one row per subject]}
+    lineage  parents = the reference and every checkpoint
+"""
+
+from __future__ import annotations
+
+import re
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import BaseModel, Field
+
+from flows.params import RunSettings
+from tasks import evaluate as stage
+from tasks.metrics import METRICS
+from tasks.models import resolve_model
+from tasks.publishing import code_version
+from tasks.reports import publish_report
+from tasks.store import ArtifactStore
+
+DEFAULT_RUN = RunSettings()
+
+
+class EvaluateSettings(BaseModel):
+    """What is generated and measured."""
+
+    samples: int = Field(default=8, ge=1, le=64, description="Clips generated per checkpoint.")
+    seconds: float = Field(default=10.0, ge=1.0, le=120.0, description="Length of each clip (and reference crop).")
+    truncation: float = Field(default=2.0, gt=0.0, le=10.0, description="Bound of the truncated normal latents.")
+    seed: int = Field(default=0, ge=0, description="Clip i is generated with seed + i.")
+    reference_items: int = Field(default=16, ge=1, le=1000, description="Reference items measured (first by id).")
+    segment_lengths: list[float] = Field(
+        default=[2.0, 5.0, 10.0], min_length=1, max_length=8,
+        description="Crop lengths (s) of the autoencoder round-trip error.",
+    )
+    base_channels: int | None = Field(
+        default=None, ge=1, description="When given, must match every checkpoint's base_channels."
+    )
+
+    def params(self) -> stage.EvalParams:
+        return stage.EvalParams(
+            samples=self.samples, seconds=self.seconds, truncation=self.truncation, seed=self.seed,
+            reference_items=self.reference_items, segment_lengths=tuple(self.segment_lengths),
+        )
+
+
+DEFAULT_SETTINGS = EvaluateSettings()
+
+
+def evaluation_artifact_key(name: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return "evaluation-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+
+
+def _flags_markdown(name: str, lines: list[str]) -> str:
+    if not lines:
+        return f"### Flags of {name}\n\nNo flags: no silent, non-finite or beeping clip."
+    return f"### Flags of {name}\n\n" + "\n".join(f"- {line}" for line in lines)
+
+
+@flow(name="evaluate", description="Measure checkpoints' samples next to their training data.", log_prints=True)
+def evaluate(
+    checkpoints: list[str],
+    reference: str,
+    name: str | None = None,
+    settings: EvaluateSettings = DEFAULT_SETTINGS,
+    run: RunSettings = DEFAULT_RUN,
+) -> dict:
+    """Evaluate model refs `checkpoints` against dataset `reference`; publish a version of `name`
+    (default `eval-<reference name>`) and return it as a dict (with `subjects`: which objects
+    this run computed)."""
+    logger = get_run_logger()
+    if not checkpoints:
+        raise ValueError("evaluate needs at least one checkpoint (a model ref, e.g. my-model@2)")
+    store = ArtifactStore.open(run.store)
+    params = settings.params()
+    reference_version = store.resolve(reference)
+    models = list({model.ref: model for model in (resolve_model(store, ref) for ref in checkpoints)}.values())
+    for model in models:
+        stage.check_base_channels(model, settings.base_channels)
+    items = stage.chosen_reference_items(reference_version, params.reference_items)
+    reference_plan = stage.plan_reference(reference_version, items, params)
+    model_plans = [stage.plan_model(model, reference_plan.reference_keys, params) for model in models]
+
+    outcomes = [stage.evaluate_reference(store.root, reference_plan, items, params.seconds)]
+    for plan in model_plans:
+        outcomes.append(stage.evaluate_model(store.root, plan, items, params, settings.base_channels))
+
+    reference_result, reference_stats = stage.read_result(store, reference_plan.key)
+    results, rows = [reference_result], [stage.comparison_row(reference_result, reference_stats, None)]
+    for plan in model_plans:
+        result, stats = stage.read_result(store, plan.key)
+        results.append(result)
+        rows.append(stage.comparison_row(result, stats, reference_stats))
+
+    target = name or f"eval-{reference_version.name}"
+    version = store.publish_dataset(
+        target,
+        stage=stage.STAGE,
+        params={"checkpoints": [plan.subject for plan in model_plans], "reference": reference_version.ref,
+                "settings": settings.model_dump()},
+        items=[{"item_id": stage.REFERENCE_ITEM, "key": reference_plan.key, "stats": rows[0]}]
+        + [{"item_id": plan.subject, "key": plan.key, "stats": row} for plan, row in zip(model_plans, rows[1:],
+                                                                                          strict=True)],
+        lineage={"parents": [reference_version.ref, *(plan.subject for plan in model_plans)],
+                 "code_version": code_version()},
+        stats={"metrics": METRICS, "table": rows},
+    )
+    state = "published" if version.created else "unchanged, kept"
+    logger.info("%s %s: %d checkpoints against %s", state, version.ref, len(model_plans), reference_version.ref)
+    flags = stage.flag_lines(results)
+    create_table_artifact(key=evaluation_artifact_key(target), table=rows,
+                          description=f"Evaluation **{version.ref}** ({state}) against {reference_version.ref}")
+    create_markdown_artifact(key=f"{evaluation_artifact_key(target)}-flags", markdown=_flags_markdown(version.ref, flags),
+                             description=f"Flags of {version.ref}")
+    report = publish_report(store.root, version.ref)
+    return {**version.to_dict(), "uri": store.dataset_uri(version.name, version.version), "report": report,
+            "subjects": {outcome["subject"]: "computed" if outcome["created"] else "reused" for outcome in outcomes}}
