@@ -243,21 +243,15 @@ def evenly_spaced(count: int, limit: int) -> list[int]:
 # ---- dataset versions (stage "normalize") -------------------------------------------------------
 
 
-def onset_density(audio: np.ndarray, sample_rate: int) -> float:
-    """Detected note onsets per second of the mono mix."""
-    import librosa
-
-    mono = audio.mean(axis=1) if audio.ndim == 2 else audio
-    onsets = librosa.onset.onset_detect(y=np.ascontiguousarray(mono), sr=sample_rate, units="time")
-    return len(onsets) / max(mono.shape[0] / sample_rate, 1e-9)
-
-
 def onset_densities(store: ArtifactStore, version: DatasetVersion) -> list[float]:
-    """Onset density of up to MAX_AUDIO_ANALYSED items spread over the version."""
+    """Onset density (tasks.metrics) of up to MAX_AUDIO_ANALYSED items spread over the version."""
+    from tasks.metrics import onset_density
+    from tasks.spectrograms import mono_mix
+
     densities = []
     for index in evenly_spaced(len(version.items), MAX_AUDIO_ANALYSED):
         audio, sample_rate = read_wav(single_audio_file(store.local_path(version.items[index].key)))
-        densities.append(onset_density(audio, sample_rate))
+        densities.append(onset_density(mono_mix(audio), sample_rate))
     return densities
 
 

@@ -10,6 +10,7 @@ import io
 import json
 import re
 import shutil
+import uuid
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -264,6 +265,21 @@ def test_unknown_stage_gets_a_generic_report(tmp_path):
     ):
         assert expected in document
     assert decoded_images(document) == []
+
+
+def test_reports_go_through_the_backend_of_a_remote_store_and_survive_verify_and_gc():
+    store = ArtifactStore(f"memory://reports-{uuid.uuid4().hex}/store")
+    with store.publish_object("mystery", 1, {}, [], item="only") as staged:
+        (staged.dir / "data.bin").write_bytes(b"1234")
+    version = store.publish_dataset(
+        "remote", stage="mystery", params={}, items=[{"item_id": "only", "key": staged.key}]
+    )
+    location = write_report(store, version.ref)
+    assert location.startswith("memory://") and location.endswith("remote/reports/000001.html")
+    assert store.has_report("remote", 1)
+    assert store.verify().problems == []
+    store.gc(min_age_seconds=0)
+    assert store.has_report("remote", 1) and store.has(staged.key)
 
 
 # ---- latents versions ---------------------------------------------------------------------------
