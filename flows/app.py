@@ -151,8 +151,13 @@ def build_app(
                     )
                     for _ in range(listening.MAX_NUM_SAMPLES)
                 ]
-                files = gr.File(label="WAV files", file_count="multiple", elem_id="files")
-            mels = gr.Gallery(label="mel spectrograms", columns=1, elem_id="mels", format="png")
+                files = gr.File(
+                    label="WAV files", file_count="multiple", interactive=False, elem_id="files"
+                )
+            mels = gr.Gallery(
+                label="mel spectrograms", columns=1, interactive=False, elem_id="mels",
+                format="png",
+            )
 
         refresh.click(on_refresh, inputs=model, outputs=[model, lineage], api_visibility="private")
         model.change(catalog.details, inputs=model, outputs=lineage, api_visibility="private")

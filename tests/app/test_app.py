@@ -1,0 +1,135 @@
+"""The generation page served for real on 127.0.0.1: its HTTP API through gradio_client and
+the page itself in a headless Chromium (Playwright)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from flows import cli_app
+from flows.app import launch_app, open_catalog
+from tasks.checkpoints import import_official_checkpoint
+from tasks.store import ArtifactStore
+from tests.helpers import write_official_tiny_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SAMPLE_RATE = 44100
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> tuple[str, Path]:
+    """A store root holding the tiny model as `tiny@1`, and the official folder it came from."""
+    root = tmp_path_factory.mktemp("app")
+    folder = write_official_tiny_model(root / "tiny")
+    import_official_checkpoint(ArtifactStore(root / "store"), folder, "tiny")
+    return str(root / "store"), folder
+
+
+@pytest.fixture(scope="module")
+def app_url(model_folder) -> Iterator[str]:
+    """The page, offering the checkpoint folder and the store model, on a free local port."""
+    store, folder = model_folder
+    port = _free_port()
+    app = launch_app(store, "127.0.0.1", port, checkpoint=str(folder), base_channels=16,
+                     open_browser=False, wait=False)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+def test_http_api_generates_audio_of_the_asked_length(app_url):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(app_url, verbose=False)
+    assert "/generate" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    wavs, mels, summary = client.predict(
+        "tiny@1", 2.0, 2.0, 5, 2, "cpu", api_name="/generate"
+    )
+    assert len(wavs) == 2 and len(mels) == 2
+    for wav in wavs:
+        info = sf.info(wav)
+        assert (info.samplerate, info.channels, info.frames) == (SAMPLE_RATE, 2, 2 * SAMPLE_RATE)
+    assert all(Path(mel["image"]).read_bytes().startswith(b"\x89PNG") for mel in mels)
+    assert "2 x 2 s from **tiny@1**, seed 5" in summary
+    with pytest.raises(AppError, match="length must be more than 0 s, got 0 s"):
+        client.predict("tiny@1", 0, 2.0, 5, 1, "cpu", api_name="/generate")
+    with pytest.raises(AppError, match="greater than maximum value 16"):
+        client.predict("tiny@1", 2.0, 2.0, 5, 40, "cpu", api_name="/generate")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
+                    "(scripts/setup.sh --tests installs it)")
+def test_page_in_a_browser_generates_shows_players_and_mels_and_refuses_zero_seconds(app_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    hosts: set[str] = set()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
+            page.goto(app_url, wait_until="networkidle")
+            expect(page.locator("#lineage")).to_contain_text("official checkpoint folder")
+
+            page.locator("#model input").click()
+            page.get_by_role("option", name="tiny@1").click()
+            expect(page.locator("#lineage")).to_contain_text("imported model")
+            page.locator("#length input").fill("2")
+            page.locator("#generate").click()
+
+            # the player's <audio> sits in a shadow root (selectors pierce it; querySelector not)
+            player = page.wait_for_selector("audio[src^='blob:']", state="attached",
+                                            timeout=60_000)
+            page.wait_for_function("audio => Math.abs(audio.duration - 2) < 0.05", arg=player,
+                                   timeout=15_000)
+            mel = page.locator("#mels img").first
+            expect(mel).to_have_attribute("src", re.compile(r"/gradio_api/file=.*\.png$"))
+            page.wait_for_function("image => image.complete && image.naturalWidth > 200",
+                                   arg=mel.element_handle())
+            expect(page.locator("#summary")).to_contain_text("1 x 2 s from tiny@1")
+
+            page.locator("#length input").fill("0")
+            page.locator("#generate").click()
+            expect(page.get_by_text("length must be more than 0 s")).to_be_visible()
+        finally:
+            browser.close()
+    assert hosts == {app_url.split("/")[2]}  # nothing fetched from anywhere but the app
+
+
+def test_checkpoint_with_other_base_channels_stops_the_command_as_a_user_error(model_folder):
+    from musika_model.training import CheckpointMismatchError
+
+    store, folder = model_folder
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store")
+    cli_app.add_parser(parser.add_subparsers(), argparse.ArgumentParser(add_help=False))
+    args = parser.parse_args(["--store", store, "app", "--checkpoint", str(folder),
+                              "--base-channels", "32", "--no-browser"])
+    with pytest.raises(cli_app.USER_ERRORS) as caught:
+        args.func(args)
+    assert isinstance(caught.value, CheckpointMismatchError)
+    assert "base_channels=16" in str(caught.value) and "base_channels=32" in str(caught.value)
+
+
+def test_autoencoder_without_checkpoint_is_refused(model_folder):
+    store, _ = model_folder
+    with pytest.raises(cli_app.USER_ERRORS, match="go with --checkpoint FOLDER"):
+        open_catalog(store, None, "tiny@1", None)
