@@ -75,6 +75,7 @@ def test_http_api_generates_audio_of_the_asked_length(app_url):
         client.predict("tiny@1", 2.0, 2.0, 5, 40, "cpu", api_name="/generate")
 
 
+@pytest.mark.slow  # ~25 s alone (first generation traces the networks), ~8 s after the API test
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
                     "(scripts/setup.sh --tests installs it)")
 def test_page_in_a_browser_generates_shows_players_and_mels_and_refuses_zero_seconds(app_url):
