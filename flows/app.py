@@ -73,7 +73,7 @@ def build_app(
 ) -> gr.Blocks:
     """The page; `output_dir` receives the generated WAV and PNG files."""
     gr = _import_gradio()
-    from musika_model.training import CheckpointError
+    errors = listening.user_errors()
 
     def on_refresh(current: str | None):
         catalog.refresh()
@@ -96,7 +96,7 @@ def build_app(
                     f"{request.num_samples} x {request.seconds:g} s on the CPU: this takes a while"
                 )
             clips = listening.generate_clips(choice, request, output_dir)
-        except (listening.ListeningError, CheckpointError) as error:
+        except errors as error:
             raise gr.Error(str(error), print_exception=False) from None
         wavs = [str(clip.wav_path) for clip in clips]
         mels = [(str(clip.mel_png_path), f"sample {index}") for index, clip in enumerate(clips, 1)]

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from tasks.listening import ListeningError
+from tasks.listening import user_errors
 
-
-def _checkpoint_errors() -> tuple[type[Exception], ...]:
-    """Checkpoint and weight-file errors: musika_model.training imports no TensorFlow."""
-    from musika_model.codec import CodecError
-    from musika_model.official import OfficialWeightsError
-    from musika_model.training import CheckpointError
-
-    return (CheckpointError, OfficialWeightsError, CodecError)
-
-
-USER_ERRORS: tuple[type[Exception], ...] = (ListeningError, *_checkpoint_errors())
+USER_ERRORS: tuple[type[Exception], ...] = user_errors()
 """Errors that mean "fix your input" (bad folder, base_channels mismatch, unknown model)."""
 
 

@@ -62,6 +62,19 @@ class UnknownDevice(ListeningError):
     """A device that TensorFlow does not see."""
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "fix your input": bad requests, unknown models or store references,
+    unreadable or mismatched checkpoints (these modules import no TensorFlow)."""
+    from musika_model.codec import CodecError
+    from musika_model.generation import GenerationError
+    from musika_model.official import OfficialWeightsError
+    from musika_model.training import CheckpointError
+    from tasks.store import StoreError
+
+    return (ListeningError, models.NotAModelError, StoreError, CheckpointError,
+            OfficialWeightsError, CodecError, GenerationError)
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """One playable model: what the dropdown shows and where its networks are."""

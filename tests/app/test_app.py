@@ -78,7 +78,9 @@ def test_http_api_generates_audio_of_the_asked_length(app_url):
 @pytest.mark.slow  # ~25 s alone (first generation traces the networks), ~8 s after the API test
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
                     "(scripts/setup.sh --tests installs it)")
-def test_page_in_a_browser_generates_shows_players_and_mels_and_refuses_zero_seconds(app_url):
+def test_page_in_a_browser_generates_refuses_zero_seconds_and_refreshes_models(
+    app_url, model_folder
+):
     from playwright.sync_api import expect, sync_playwright
 
     hosts: set[str] = set()
@@ -110,6 +112,13 @@ def test_page_in_a_browser_generates_shows_players_and_mels_and_refuses_zero_sec
             page.locator("#length input").fill("0")
             page.locator("#generate").click()
             expect(page.get_by_text("length must be more than 0 s")).to_be_visible()
+
+            store = ArtifactStore(model_folder[0])
+            items = [item.to_dict() for item in store.resolve("tiny@1").items]
+            store.publish_dataset("tiny-copy", stage="train", params={}, items=items)
+            page.locator("#refresh").click()
+            page.locator("#model input").click()
+            expect(page.get_by_role("option", name="tiny-copy@1")).to_be_visible()
         finally:
             browser.close()
     assert hosts == {app_url.split("/")[2]}  # nothing fetched from anywhere but the app
