@@ -185,25 +185,26 @@ def cmd_encode(args: argparse.Namespace) -> int:
 # ---- training and generation -------------------------------------------------------------------
 
 
+def _lr_phases(text: str) -> list[tuple[int, float]]:
+    """argparse type of --lr-phases: EPOCHS@LR[,EPOCHS@LR...]."""
+    phases = []
+    for phase in text.split(","):
+        epochs, _, lr = phase.partition("@")
+        try:
+            phases.append((int(epochs), float(lr)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{phase!r} is not EPOCHS@LR (e.g. 15@4e-5,135@1e-5)") from None
+    return phases
+
+
 def _training_settings(args: argparse.Namespace):
     from flows.params import TrainingSettings
 
-    phases = None
-    if args.lr_phases:
-        phases = []
-        for phase in args.lr_phases.split(","):
-            epochs, _, lr = phase.partition("@")
-            try:
-                phases.append((int(epochs), float(lr)))
-            except ValueError:
-                raise ValueError(f"--lr-phases: {phase!r} is not EPOCHS@LR (e.g. 15@4e-5,135@1e-5)") from None
-    values = {"preset": args.preset, "base_channels": args.base_channels, "lr_phases": phases,
+    values = {"preset": args.preset, "base_channels": args.base_channels, "lr_phases": args.lr_phases,
               "batch_size": args.batch_size, "iterations_per_epoch": args.iterations_per_epoch,
               "save_every": args.save_every, "keep_checkpoints": args.keep_checkpoints, "seed": args.seed,
-              "runs_dir": args.runs_dir, "concurrency_limit": args.concurrency_limit,
-              "collapse_as_divergence": args.collapse_as_divergence or None}
-    if args.publish_every is not None:
-        values["publish_every"] = args.publish_every
+              "publish_every": args.publish_every, "runs_dir": args.runs_dir,
+              "concurrency_limit": args.concurrency_limit, "collapse_as_divergence": args.collapse_as_divergence or None}
     return TrainingSettings(**{key: value for key, value in values.items() if value is not None})
 
 
@@ -478,7 +479,7 @@ def _add_training_commands(commands: argparse._SubParsersAction, common: argpars
         dest="train_command", required=True)
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("--base-channels", type=int, help="network width (default: the preset's; fine-tune: the parent's)")
-    config.add_argument("--lr-phases", help="EPOCHS@LR phases run in order, e.g. 15@4e-5,135@1e-5")
+    config.add_argument("--lr-phases", type=_lr_phases, help="EPOCHS@LR phases run in order, e.g. 15@4e-5,135@1e-5")
     config.add_argument("--batch-size", type=int)
     config.add_argument("--iterations-per-epoch", type=int)
     config.add_argument("--save-every", type=int, help="save a checkpoint every N epochs")

@@ -1,0 +1,207 @@
+"""Pretrain, fine-tune and generate flows under a real Prefect API on tiny models and data."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+import soundfile
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from flows.cli import main
+from flows.encode_dataset import encode_dataset
+from flows.generate import generate_samples
+from flows.midi_dataset import build_midi_dataset
+from flows.params import RunSettings, TrainingSettings
+from flows.train import finetune, pretrain
+from musika_model.training import latest_checkpoint, read_checkpoint_info
+from musika_model.training_data import LatentWidthError, SourceTooShortError
+from tasks import training
+from tasks.checkpoints import import_official_checkpoint
+from tasks.generate import SAMPLE_FILE, InvalidGenerateRequest
+from tasks.models import resolve_model
+from tasks.publishing import code_version
+from tasks.store import ArtifactStore
+from tests.helpers import write_official_tiny_model, write_piano_midi
+
+TINY = TrainingSettings(preset="tiny", publish_every=1)
+
+
+@pytest.fixture(scope="module")
+def latents_store(tmp_path_factory) -> ArtifactStore:
+    """A tiny imported model `tiny` and two encoded MIDI datasets, `a-latents` and `b-latents`."""
+    root = tmp_path_factory.mktemp("train")
+    store = ArtifactStore(str(root / "store"))
+    import_official_checkpoint(store, write_official_tiny_model(root / "official"), "tiny")
+    run = RunSettings(store=store.root)
+    for name, seed in (("a", 0), ("b", 10)):
+        for index in range(2):
+            write_piano_midi(root / name / f"p{index}.mid", seconds=14.0, seed=seed + index)
+        build_midi_dataset(name=name, sources=[str(root / name)], run=run)
+        encode_dataset(dataset=name, autoencoder="tiny", run=run)
+    return store
+
+
+@pytest.fixture(scope="module")
+def pretrained(latents_store) -> dict:
+    """The tiny GAN `gan` pretrained on a-latents (two epochs, a version per epoch)."""
+    return pretrain(datasets=["a-latents"], name="gan", settings=TINY, run=RunSettings(store=latents_store.root))
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def _artifacts(key: str) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_pretrain_publishes_a_model_with_lineage_and_a_rerun_trains_nothing(latents_store, pretrained):
+    store = latents_store
+    run = RunSettings(store=store.root)
+    result = pretrained
+    assert result["trained"] and result["created"] and (result["step"], result["epoch"]) == (8, 2)
+    assert result["published"] == ["gan@1", "gan@2"]  # one version per epoch (publish_every=1)
+
+    model = resolve_model(store, "gan")
+    assert model.ref == "gan@2" and model.version.stage == "checkpoint"
+    assert model.autoencoder_key == resolve_model(store, "tiny").autoencoder_key
+    lineage = model.version.lineage
+    assert lineage.parents == ["a-latents@1"]
+    assert lineage.extra["datasets"] == [{"ref": "a-latents@1", "weight": 1.0}]
+    assert lineage.code_version == code_version()
+    info = read_checkpoint_info(model.gan_dir)
+    assert info.step == 8 and info.training.lineage["datasets"] == lineage.extra["datasets"]
+    assert len(info.training.history) == 2
+    assert all(np.isfinite(entry["generator"]) for entry in info.training.history)
+    assert sorted(p.name for p in (model.gan_dir / "samples").iterdir()) == ["sample-1.npy", "sample-1.wav"]
+    assert any((model.gan_dir / "tensorboard").iterdir())
+
+    table = _artifacts("training-gan")
+    assert table and "critic_real" in table[0].data
+    assert _artifacts("training-progress-gan")[0].data == 100.0
+
+    again = pretrain(datasets=["a-latents"], name="gan", settings=TINY, run=run)
+    assert not again["trained"] and not again["created"] and again["ref"] == "gan@2"
+    assert store.version_numbers("gan") == [1, 2]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_with_its_step(latents_store, tmp_path):
+    store = latents_store
+    settings = TrainingSettings(preset="tiny", publish_every=1, seed=3, runs_dir=str(tmp_path))
+    mixture = [training.resolve_latents(store, "a-latents", 1.0)]
+    config = training.train_config("tiny", {"seed": 3})
+    plan = training.plan_training(store, "resumed", config, mixture, code_version=code_version())
+    run_dir = training.run_dir_of(tmp_path, plan)
+    # What a run killed after its first epoch leaves: one checkpoint in its run folder.
+    training.run_training(store, plan, run_dir, max_epochs=1)
+    assert read_checkpoint_info(latest_checkpoint(run_dir)).step == 4
+
+    result = pretrain(datasets=["a-latents"], name="resumed", settings=settings,
+                      run=RunSettings(store=store.root))
+    assert result["trained"] and result["step"] == 8 and result["run_dir"] == str(run_dir)
+    history = read_checkpoint_info(resolve_model(store, "resumed").gan_dir).training.history
+    assert [entry["step"] for entry in history] == [4, 8]
+
+
+def test_finetune_starts_from_the_parent_with_replay(latents_store, pretrained):
+    store = latents_store
+    run = RunSettings(store=store.root)
+    result = finetune(parent="gan", datasets=["b-latents"], replay=0.25, settings=TINY, run=run)
+    model = resolve_model(store, result["ref"])
+    assert model.version.name == "gan-ft"
+    lineage = model.version.lineage
+    assert lineage.extra["datasets"] == [{"ref": "b-latents@1", "weight": 0.75},
+                                         {"ref": "a-latents@1", "weight": 0.25}]
+    assert lineage.extra["parent_checkpoint"]["ref"] == "gan@2"
+    assert set(lineage.parents) == {"a-latents@1", "b-latents@1", "gan@2"}
+    state = read_checkpoint_info(model.gan_dir).training
+    assert state.step == 8 and state.lineage["parent_checkpoint"]["ref"] == "gan@2"
+
+
+def test_finetune_from_an_imported_model_and_a_width_mismatch_is_refused_first(latents_store):
+    store = latents_store
+    run = RunSettings(store=store.root)
+    with pytest.raises(training.TrainingInputError, match="base_channels=16.*base_channels=32"):
+        finetune(parent="tiny", datasets=["b-latents"], settings=TrainingSettings(preset="tiny", base_channels=32),
+                 run=run)
+    assert "tiny-ft" not in {summary.name for summary in store.list_datasets()}
+    result = finetune(parent="tiny", datasets=["b-latents"], replay=0.5, settings=TINY, run=run)
+    assert result["trained"] and result["ref"] == "tiny-ft@2"
+    # The imported model records no training data: nothing to replay, the new data has all the weight.
+    assert resolve_model(store, "tiny-ft").version.lineage.extra["datasets"] == [
+        {"ref": "b-latents@1", "weight": 1.0}]
+
+
+def _fake_latents(store: ArtifactStore, name: str, arrays: list[np.ndarray]) -> None:
+    ae_key = resolve_model(store, "tiny").autoencoder_key
+    items = []
+    for index, array in enumerate(arrays):
+        with store.publish_object("encode", 1, {"fake": name, "index": index}, [ae_key]) as staged:
+            np.save(staged.dir / "latents.npy", array)
+        items.append({"item_id": f"i{index}", "key": staged.key})
+    store.publish_dataset(name, stage="encode", params={"autoencoder": ae_key}, items=items)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "error", "message"),
+    [
+        ([np.zeros((300, 64), np.float32)], LatentWidthError, r"\(T, 128\).*\(300, 64\)"),
+        ([np.zeros((50, 128), np.float32)], SourceTooShortError, "50"),
+    ],
+)
+def test_unusable_latents_fail_before_anything_is_published(latents_store, arrays, error, message):
+    store = latents_store
+    name = f"bad-{arrays[0].shape[0]}"
+    _fake_latents(store, name, arrays)
+    with pytest.raises(error, match=message):
+        pretrain(datasets=[name], name=f"{name}-gan", settings=TINY, run=RunSettings(store=store.root))
+    assert f"{name}-gan" not in {summary.name for summary in store.list_datasets()}
+
+
+def test_datasets_that_are_not_latents_are_refused_with_the_fix(latents_store):
+    code, _, err = _cli("--store", latents_store.root, "train", "pretrain", "a", "--name", "x", "--preset", "tiny")
+    assert code == 2 and "a@1 is a" in err and "not latents; encode it first" in err
+    code, _, err = _cli("--store", latents_store.root, "train", "pretrain", "a-latents:0", "--name", "x")
+    assert code == 2 and "weight must be a positive number" in err
+
+
+def test_generate_publishes_seeded_samples_and_reuses_them(latents_store, tmp_path):
+    store = latents_store
+    run = RunSettings(store=store.root)
+    first = generate_samples(model="tiny", seconds=2.0, count=2, seed=5, output=str(tmp_path / "out"), run=run)
+    assert first["created"] and first["stages"]["generate"] == {"computed": 2, "reused": 0, "failed": 0}
+    audio, rate = soundfile.read(first["files"][0])
+    assert rate == 44100 and audio.shape == (88200, 2) and np.abs(audio).max() > 0
+    more = generate_samples(model="tiny", seconds=2.0, count=3, seed=5, run=run)
+    assert more["stages"]["generate"] == {"computed": 1, "reused": 2, "failed": 0}
+    version = store.resolve(more["ref"])
+    assert version.lineage.parents == ["tiny@1"]
+    first_again = np.asarray(soundfile.read(store.local_path(version.items[0].key) / SAMPLE_FILE)[0])
+    assert np.array_equal(first_again, audio)
+    with pytest.raises(InvalidGenerateRequest, match="seconds must be in"):
+        generate_samples(model="tiny", seconds=0.0, run=run)
+
+
+def test_cli_train_and_generate_print_where_things_are(latents_store, pretrained):
+    root = latents_store.root
+    code, out, _ = _cli("--store", root, "train", "pretrain", "a-latents", "--name", "gan", "--preset", "tiny",
+                        "--publish-every", "1", "--json")
+    assert code == 0 and json.loads(out)["ref"] == "gan@2"
+    code, out, _ = _cli("--store", root, "train", "pretrain", "a-latents", "--name", "gan", "--preset", "tiny",
+                        "--publish-every", "1")
+    assert code == 0 and "already trained, nothing recomputed" in out and "tensorboard --logdir" in out
+    code, out, err = _cli("--store", root, "generate", "gan", "--seconds", "1", "--count", "1", "--base-channels", "32")
+    assert code == 2 and "base_channels=16" in err and "base_channels=32" in err
+    err = io.StringIO()
+    with redirect_stderr(err), pytest.raises(SystemExit) as exited:
+        main(["--store", root, "train", "pretrain", "a-latents", "--name", "y", "--lr-phases", "1@x"])
+    assert exited.value.code == 2 and "'1@x' is not EPOCHS@LR" in err.getvalue()
