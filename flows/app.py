@@ -13,6 +13,7 @@ server-side rendering; the default theme's fonts are bundled with gradio.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,9 @@ TITLE = "musika-piano: listen"
 DEFAULT_SECONDS = 10.0
 DEFAULT_TRUNCATION = 2.0
 LONG_CPU_SECONDS = 60.0
+KEPT_GENERATIONS = 4
+SERVED_FILE_CACHE = (3600, 86400)
+"""Gradio's copies of sent files: checked hourly, deleted after a day."""
 
 
 def _import_gradio():
@@ -96,6 +100,7 @@ def build_app(
                     f"{request.num_samples} x {request.seconds:g} s on the CPU: this takes a while"
                 )
             clips = listening.generate_clips(choice, request, output_dir)
+            listening.remove_old_outputs(output_dir, KEPT_GENERATIONS)
         except errors as error:
             raise gr.Error(str(error), print_exception=False) from None
         wavs = [str(clip.wav_path) for clip in clips]
@@ -115,7 +120,7 @@ def build_app(
         ]
 
     initial = catalog.choices[0].value if catalog.choices else None
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=SERVED_FILE_CACHE) as app:
         gr.Markdown(f"# {TITLE}\nGenerate piano pieces with a Musika model and listen to them.")
         with gr.Row():
             with gr.Column(scale=2):
@@ -214,4 +219,6 @@ def launch_app(
         prevent_thread_lock=not wait, allowed_paths=[str(output_dir)], ssr_mode=False,
         mcp_server=False, footer_links=["api"], quiet=not wait, show_error=True,
     )
+    if wait:  # the server has stopped (Ctrl-C)
+        shutil.rmtree(output_dir, ignore_errors=True)
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ FOLDER_PREFIX = "folder:"
 IMPORTED_FORMAT = "musika-official-h5"
 OFFICIAL_AE_FILES = ("enc.h5", "enc2.h5", "dec.h5", "dec2.h5")
 SAVED_AE_FILE = "autoencoder.json"
+OUTPUT_PREFIX = "musika-app-"
 
 _GENERATION_LOCK = threading.Lock()
 """Generation reseeds the networks' noise layers: one request at a time keeps seeds exact."""
@@ -399,7 +401,7 @@ def generate_clips(
         )
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="musika-app-", dir=output_dir))
+    folder = Path(tempfile.mkdtemp(prefix=OUTPUT_PREFIX, dir=output_dir))
     stem = f"{_file_stem(choice)}-seed{request.seed}"
     clips = []
     for index, audio in enumerate(pieces, start=1):
@@ -410,3 +412,15 @@ def generate_clips(
         png_path.write_bytes(mel_spectrogram_png(audio, SAMPLE_RATE, title=title))
         clips.append(Clip(wav_path, png_path, len(audio) / SAMPLE_RATE))
     return clips
+
+
+def remove_old_outputs(output_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest generation folders under `output_dir`; returns the
+    deleted ones. (The app's server keeps its own copies of what it has sent.)"""
+    folders = sorted(
+        (path for path in Path(output_dir).glob(f"{OUTPUT_PREFIX}*") if path.is_dir()),
+        key=lambda path: path.stat().st_mtime_ns, reverse=True,
+    )
+    for folder in folders[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return folders[keep:]

@@ -136,6 +136,22 @@ def test_generated_clips_last_as_asked_and_repeat_with_the_seed(model_store, tmp
     assert image.format == "PNG" and image.width > 200 and image.height > 100
 
 
+def test_only_the_newest_generation_folders_are_kept(tmp_path):
+    import os
+
+    folders = [tmp_path / f"{listening.OUTPUT_PREFIX}{index}" for index in range(5)]
+    for age, folder in enumerate(reversed(folders)):
+        folder.mkdir()
+        (folder / "clip.wav").write_bytes(b"x")
+        os.utime(folder, ns=(10**18 - age * 10**9,) * 2)
+    (tmp_path / "other").mkdir()
+    removed = listening.remove_old_outputs(tmp_path, keep=2)
+    assert sorted(removed) == folders[:3]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [folders[3].name, folders[4].name, "other"]
+    )
+
+
 def test_mel_spectrogram_of_a_tone_peaks_at_its_band_and_mixes_stereo_to_mono():
     import librosa
 
