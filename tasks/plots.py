@@ -18,6 +18,7 @@ import numpy as np
 
 FIGURE_SIZE = (7.0, 3.4)
 DPI = 96
+MARKED_POINTS = 40  # line charts mark each point up to this many (one epoch is a lone dot)
 
 
 @contextmanager
@@ -138,7 +139,11 @@ def line_chart_png(
         handles = []
         for name, (xs, ys) in series.items():
             (line,) = axes.plot(
-                _as_plottable(xs), _as_plottable(ys), marker="o", markersize=3, label=name
+                _as_plottable(xs),
+                _as_plottable(ys),
+                label=name,
+                marker="o" if len(xs) <= MARKED_POINTS else None,
+                markersize=3,
             )
             handles.append(line)
         for position, label in markers:

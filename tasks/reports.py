@@ -60,9 +60,11 @@ table { border-collapse: collapse; margin: .5em 0; font-size: .9em; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .best { font-weight: bold; background: #eaf6ea; } .flag { color: #a33; }
-figure { display: inline-block; margin: .5em 1em .5em 0; } img { max-width: 100%; }
+figure { display: inline-block; width: 48%; margin: .5em 1% .5em 0; vertical-align: top; }
+figure img { width: 100%; } .clip figure { width: 100%; margin: 0; }
 figcaption { font-size: .85em; color: #555; } .note { color: #666; font-size: .9em; }
-.clip { display: inline-block; margin: .5em 1em .5em 0; vertical-align: top; }
+.clip { display: inline-block; width: 48%; margin: .5em 1% .5em 0; vertical-align: top; }
+.player { display: inline-block; margin: .3em 1em .3em 0; }
 """
 
 
@@ -168,7 +170,7 @@ class Links:
     def audio(self, key: str, path: str, label: str) -> str:
         source = self.object_file(key, path)
         return (
-            f'<div class="clip"><div>{html.escape(label)}</div><audio controls preload="none" '
+            f'<div class="player"><div>{html.escape(label)}</div><audio controls preload="none" '
             f'src="{source}"></audio></div>'
         )
 
@@ -397,20 +399,27 @@ def latents_report(store: ArtifactStore, version: DatasetVersion) -> str:
 # ---- model versions (stage "checkpoint") --------------------------------------------------------
 
 
-def sample_clips(folder: Path, key: str, links: Links, label: str) -> str:
-    """Mel images and players of the samples/sample-N.wav files of a checkpoint object."""
+def listening_gallery(
+    folder: Path, key: str, files: Sequence[str], label: str, links: Links
+) -> str:
+    """Per audio file of an object (paths relative to `folder`): its mel image and a player."""
     from tasks.spectrograms import mel_spectrogram_png
 
-    files = sorted(folder.glob(SAMPLES_GLOB), key=lambda path: (len(path.name), path.name))
-    parts = []
-    for path in files[:MAX_CLIPS_PER_SUBJECT]:
-        audio, sample_rate = read_wav(path)
-        rel = path.relative_to(folder).as_posix()
-        parts.append(
-            image(mel_spectrogram_png(audio, sample_rate, f"{label}: {rel}"), f"{label} {rel}")
+    clips = []
+    for rel in files:
+        audio, sample_rate = read_wav(folder / rel)
+        mel = mel_spectrogram_png(audio, sample_rate, f"{label}: {rel}")
+        clips.append(
+            f'<div class="clip">{image(mel, f"{label} {rel}")}'
+            f"{links.audio(key, rel, f'{label}: {rel}')}</div>"
         )
-        parts.append(links.audio(key, rel, f"{label}: {rel}"))
-    return "".join(parts) or '<p class="note">no audio samples in this checkpoint</p>'
+    return "".join(clips) or '<p class="note">no audio clips</p>'
+
+
+def checkpoint_samples(folder: Path) -> list[str]:
+    """The samples/sample-N.wav files of a checkpoint, in N order, at most MAX_CLIPS_PER_SUBJECT."""
+    files = sorted(folder.glob(SAMPLES_GLOB), key=lambda path: (len(path.name), path.name))
+    return [path.relative_to(folder).as_posix() for path in files[:MAX_CLIPS_PER_SUBJECT]]
 
 
 def gan_training_parts(folder: Path, key: str, links: Links) -> list[str]:
@@ -444,7 +453,7 @@ def gan_training_parts(folder: Path, key: str, links: Links) -> list[str]:
         f"<p>Configuration:</p>{key_values(flatten(state.get('config') or {}))}",
         f"<p>Training lineage:</p>{key_values(flatten(state.get('lineage') or {}))}",
         "<p>Samples:</p>",
-        sample_clips(folder, key, links, "sample"),
+        listening_gallery(folder, key, checkpoint_samples(folder), "sample", links),
     ]
 
 
@@ -564,7 +573,8 @@ def evaluation_report(store: ArtifactStore, version: DatasetVersion) -> str:
                 flags.append({"subject": subject, "clip": clip.get("file") or "", "flag": flag})
             if clip.get("file") and len(players) < MAX_CLIPS_PER_SUBJECT:
                 players.append(clip["file"])
-        clips.append(clip_gallery(folder, item.key, subject, players, links))
+        clips.append(f"<h3>{html.escape(subject)}</h3>")
+        clips.append(listening_gallery(folder, item.key, players, subject, links))
         points = document.get("reconstruction") or []
         if points:
             reconstruction[subject] = (
@@ -598,21 +608,6 @@ def evaluation_report(store: ArtifactStore, version: DatasetVersion) -> str:
         section("Parameters", key_values(flatten(version.params))),
     ]
     return page(f"Evaluation {version.ref}", parts)
-
-
-def clip_gallery(folder: Path, key: str, subject: str, files: Sequence[str], links: Links) -> str:
-    from tasks.spectrograms import mel_spectrogram_png
-
-    parts = [f"<h3>{html.escape(subject)}</h3>"]
-    for rel in files:
-        audio, sample_rate = read_wav(folder / rel)
-        parts.append(
-            image(mel_spectrogram_png(audio, sample_rate, f"{subject}: {rel}"), f"{subject} {rel}")
-        )
-        parts.append(links.audio(key, rel, f"{subject}: {rel}"))
-    if not files:
-        parts.append('<p class="note">no audio clips</p>')
-    return "".join(parts)
 
 
 # ---- any other stage ----------------------------------------------------------------------------
