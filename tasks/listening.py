@@ -143,10 +143,25 @@ def _describe_parent_checkpoint(parent: Any) -> str:
     return str(parent)
 
 
+def _parent_datasets(lineage: dict[str, Any]) -> list[str]:
+    """The training datasets (with their mixture weights when recorded), else the parents
+    other than the parent checkpoint's model."""
+    weighted = [entry for entry in lineage.get("datasets") or [] if isinstance(entry, dict)]
+    if weighted:
+        return [
+            f"{entry.get('ref', '?')} (weight {entry['weight']:g})"
+            if isinstance(entry.get("weight"), (int, float)) else str(entry.get("ref", "?"))
+            for entry in weighted
+        ]
+    parent = lineage.get("parent_checkpoint")
+    parent_ref = parent.get("ref") if isinstance(parent, dict) else parent
+    return [str(ref) for ref in lineage.get("parents") or [] if ref != parent_ref]
+
+
 def _lineage_lines(lineage: dict[str, Any]) -> list[str]:
     lines = []
-    if lineage.get("parents"):
-        lines.append(f"- parent datasets: {', '.join(map(str, lineage['parents']))}")
+    if datasets := _parent_datasets(lineage):
+        lines.append(f"- parent datasets: {', '.join(datasets)}")
     if lineage.get("parent_checkpoint"):
         parent = _describe_parent_checkpoint(lineage["parent_checkpoint"])
         lines.append(f"- parent checkpoint: {parent}")
@@ -156,7 +171,11 @@ def _lineage_lines(lineage: dict[str, Any]) -> list[str]:
 
 
 def _model_kind(version: DatasetVersion) -> str:
-    return "imported" if version.params.get("format") == IMPORTED_FORMAT else "trained"
+    """"imported", or "trained" (with the run's kind, e.g. pretrain or finetune, if recorded)."""
+    if version.params.get("format") == IMPORTED_FORMAT:
+        return "imported"
+    run_kind = version.params.get("kind")
+    return f"trained ({run_kind})" if isinstance(run_kind, str) else "trained"
 
 
 def _store_choice(model: models.StoredModel, store_root: str) -> ModelChoice:

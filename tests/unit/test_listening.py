@@ -34,9 +34,10 @@ def model_store(tmp_path_factory) -> tuple[ArtifactStore, Path]:
     store.publish_dataset("piano", stage="normalize", params={},
                           items=[{"item_id": "clip", "key": staged.key}])
     store.publish_dataset(
-        "piano-finetune", stage="train", params={"preset": "tiny"},
+        "piano-finetune", stage="checkpoint", params={"kind": "finetune"},
         items=[{"item_id": item.item_id, "key": item.key} for item in imported.items],
-        lineage={"parents": ["piano@1"],
+        lineage={"parents": ["piano@1", "tiny@1"],
+                 "datasets": [{"ref": "piano@1", "weight": 0.8}],
                  "parent_checkpoint": {"ref": "tiny@1", "epoch": 3, "step": 120}},
     )
     return store, folder
@@ -50,8 +51,8 @@ def test_choices_are_models_with_both_networks_with_kind_date_channels_and_linea
     version = store.resolve("tiny@1")
     assert "imported" in imported.label and "base_channels 16" in imported.label
     assert version.created_at[:10] in imported.label
-    assert "trained" in trained.label and "base_channels 16" in trained.label
-    assert "parent datasets: piano@1" in trained.details
+    assert "trained (finetune)" in trained.label and "base_channels 16" in trained.label
+    assert "parent datasets: piano@1 (weight 0.8)\n" in trained.details
     assert "parent checkpoint: tiny@1, epoch 3, step 120" in trained.details
 
 
