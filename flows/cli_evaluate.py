@@ -17,7 +17,6 @@ from tasks.batching import StageFailed
 from tasks.models import NotAModelError
 
 _COLUMNS = (
-    ("subject", "subject", 24),
     ("kind", "kind", 9),
     ("loudness_lufs", "LUFS", 7),
     ("loudness_spread_lu", "spread", 6),
@@ -42,11 +41,13 @@ def _cell(value: Any, width: int) -> str:
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The comparison table as fixed-width text, one line per subject."""
+    """The comparison table as fixed-width text, one line per subject (as wide as the longest)."""
+    columns = (("subject", "subject", max(len("subject"), *(len(str(row["subject"])) for row in rows))),
+               *_COLUMNS)
     header = " ".join(label.ljust(width) if key in ("subject", "kind") else label.rjust(width)
-                      for key, label, width in _COLUMNS)
+                      for key, label, width in columns)
     lines = [header, "-" * len(header)]
-    lines += [" ".join(_cell(row.get(key), width) for key, _, width in _COLUMNS) for row in rows]
+    lines += [" ".join(_cell(row.get(key), width) for key, _, width in columns) for row in rows]
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import math
+import shutil
 from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
@@ -19,6 +20,7 @@ from flows import cli_evaluate
 from flows.evaluate import EvaluateSettings, evaluate
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
+from musika_model.official import AE_FILE_NAMES
 from musika_model.training import CheckpointMismatchError
 from tasks.checkpoints import import_official_checkpoint
 from tasks.evaluate import EMBEDDING_FILE, METRICS_FILE, NoUsableReference
@@ -32,13 +34,16 @@ SMALL = EvaluateSettings(samples=2, seconds=3.0, reference_items=2, segment_leng
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> ArtifactStore:
-    """Tiny models `tiny` and `tiny-b` (GAN base_channels 16 + AE), `tiny-ae` (AE only) and a
-    2-item rendered MIDI dataset `piano`."""
+    """Tiny models `tiny` and `tiny-b` (GAN base_channels 16 + AE), `tiny-ae` (the AE of `tiny`
+    alone) and a 2-item rendered MIDI dataset `piano`."""
     root = tmp_path_factory.mktemp("evaluate")
     store = ArtifactStore(str(root / "store"))
     import_official_checkpoint(store, write_official_tiny_model(root / "a", seed=0), "tiny")
     import_official_checkpoint(store, write_official_tiny_model(root / "b", seed=1), "tiny-b")
-    import_official_checkpoint(store, write_official_tiny_model(root / "c", seed=2, gan=False), "tiny-ae")
+    (root / "c").mkdir()
+    for file in AE_FILE_NAMES.values():
+        shutil.copyfile(root / "a" / file, root / "c" / file)
+    import_official_checkpoint(store, root / "c", "tiny-ae")
     for index in range(2):
         write_piano_midi(root / "midi" / f"p{index}.mid", seconds=3.0, seed=index)
     build_midi_dataset(name="piano", sources=[str(root / "midi")], run=RunSettings(store=store.root))
@@ -105,7 +110,10 @@ def test_evaluation_follows_the_contract_and_a_rerun_recomputes_nothing(prepared
         model_row["loudness_lufs"] is None and model["summary"]["loudness_lufs"] is None)
     table = _artifact("evaluation-eval-piano")
     assert table is not None and table.type == "table" and "tiny@1" in json.dumps(table.data)
-    assert _artifact("evaluation-eval-piano-flags").type == "markdown"
+    flags = [f"{doc['subject']}: {flag}" for doc in (reference, model) for flag in doc["flags"]]
+    markdown = _artifact("evaluation-eval-piano-flags")
+    assert markdown.type == "markdown"
+    assert all(line in markdown.data for line in flags) and (flags or "No flags" in markdown.data)
 
     again = evaluate(checkpoints=["tiny@1"], reference="piano@1", settings=SMALL, run=RunSettings(store=store.root))
     assert not again["created"] and again["ref"] == "eval-piano@1"
@@ -183,5 +191,3 @@ def test_cli_prints_the_table_and_json_and_refuses_bad_input(prepared):
     code, out, err = _cli("--store", prepared.root, "evaluate", "tiny", "--reference", "piano", "--name",
                           "eval-cli", "--base-channels", "64", *small)
     assert code == 2 and out == "" and "base_channels=16" in err and "base_channels=64" in err
-    code, _, err = _cli("--store", prepared.root, "evaluate", "piano", "--reference", "piano")
-    assert code == 2 and "is not a model" in err

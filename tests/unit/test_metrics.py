@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.signal import square
 
+from tasks.evaluate import flag_lines, set_flags
 from tasks.metrics import (
     CLIP_METRICS,
     FLAG_BEEP,
@@ -203,3 +204,13 @@ def test_summary_and_flag_counts():
     assert summary["silence_ratio"] == pytest.approx((clips[0]["silence_ratio"] + clips[1]["silence_ratio"] + 1) / 3)
     assert count_flags(clips) == {FLAG_SILENT: 1}
     assert summarize([])["loudness_lufs"] is None
+
+
+def test_set_flags_count_the_clips_of_each_flag():
+    silent = measure_clip(np.zeros((SR, 2), dtype=np.float32))
+    broken = measure_clip(np.full((SR, 2), np.nan, dtype=np.float32))
+    music = measure_clip(_piano(3.0, 0))
+    flags = set_flags([silent, broken, music], "samples")
+    assert flags == ["1/3 samples non-finite", "2/3 samples silent"]
+    assert flag_lines([{"subject": "demo-gan@2", "flags": flags}, {"subject": "piano@1", "flags": []}]) == [
+        "demo-gan@2: 1/3 samples non-finite", "demo-gan@2: 2/3 samples silent"]
