@@ -1,5 +1,6 @@
-"""End to end: a real `prefect server start`, a process work pool, `prefect deploy`, a worker, and
-`prefect deployment run --watch`, building a dataset from MIDI written by the test."""
+"""End to end: a real `prefect server start`, process work pools, `prefect deploy`, workers, and
+`prefect deployment run --watch`: building a dataset from MIDI written by the test, and
+pretraining a tiny GAN on the `gpu` pool under the `gpu` global concurrency limit."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.helpers import write_piano_midi
+from tasks.checkpoints import import_official_checkpoint
+from tasks.store import ArtifactStore
+from tests.helpers import write_official_tiny_model, write_piano_midi
 
 pytestmark = pytest.mark.slow
 
@@ -77,48 +81,49 @@ def prefect_server(tmp_path):
             _stop(server)
 
 
+def _client_env(server_url: str, tmp_path: Path, store: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PREFECT_API_URL=server_url, PREFECT_HOME=str(tmp_path / "client-home"), MUSIKA_PIANO_DATA=str(store),
+               MUSIKA_PIANO_RUNS=str(tmp_path / "runs"))
+    return env
+
+
+def _prefect(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(BIN / "prefect"), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _run_on_worker(env: dict[str, str], pool: str, log_path: Path, deployment: str, params: dict) -> str:
+    """Start a worker on `pool`, run `deployment` with `params` and wait for it; the run's output."""
+    with open(log_path, "wb") as worker_log:
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--install-policy", "never"],
+            cwd=PROJECT_ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            run = _prefect(env, "deployment", "run", deployment, "--params", json.dumps(params), "--watch",
+                           timeout=600)
+        finally:
+            _stop(worker)
+    assert "completed" in run.stdout.lower(), run.stdout + log_path.read_text()
+    return run.stdout
+
+
 def test_midi_dataset_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
     midi_dir = tmp_path / "midi"
     midi_dir.mkdir()
     for index in range(3):
         write_piano_midi(midi_dir / f"piece-{index}.mid", seconds=4.0, seed=index)
     store = tmp_path / "store"
-    env = dict(os.environ)
-    env.update(
-        PREFECT_API_URL=prefect_server,
-        PREFECT_HOME=str(tmp_path / "client-home"),
-        MUSIKA_PIANO_DATA=str(store),
-    )
-
-    def prefect(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [str(BIN / "prefect"), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-            check=False,
-        )
-        assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        return result
-
-    prefect("work-pool", "create", "cpu", "--type", "process")
-    prefect("--no-prompt", "deploy", "--name", "midi-dataset")
-
-    with open(tmp_path / "worker.log", "wb") as worker_log:
-        worker = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", "cpu", "--install-policy", "never"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            params = {"name": "e2e-midi", "sources": [str(midi_dir)]}
-            run = prefect(
-                "deployment", "run", "build-midi-dataset/midi-dataset", "--params", json.dumps(params), "--watch",
-                timeout=420,
-            )
-            assert "completed" in run.stdout.lower()
-        finally:
-            _stop(worker)
+    env = _client_env(prefect_server, tmp_path, store)
+    _prefect(env, "work-pool", "create", "cpu", "--type", "process")
+    _prefect(env, "--no-prompt", "deploy", "--name", "midi-dataset")
+    params = {"name": "e2e-midi", "sources": [str(midi_dir)]}
+    _run_on_worker(env, "cpu", tmp_path / "worker.log", "build-midi-dataset/midi-dataset", params)
 
     shown = subprocess.run(
         [str(BIN / "musika-piano"), "--store", str(store), "dataset", "show", "e2e-midi", "--json"],
@@ -128,3 +133,34 @@ def test_midi_dataset_deployment_runs_on_a_process_worker(prefect_server, tmp_pa
     version = json.loads(shown.stdout)
     assert version["version"] == 1
     assert len(version["items"]) == 3
+
+
+def test_pretrain_deployment_runs_on_the_gpu_pool_under_the_gpu_limit(prefect_server, tmp_path):
+    store_root = tmp_path / "store"
+    store = ArtifactStore(str(store_root))
+    model = import_official_checkpoint(store, write_official_tiny_model(tmp_path / "official"), "tiny")
+    ae_key = next(item.key for item in model.items if item.item_id == "autoencoder")
+    rng = np.random.default_rng(0)
+    items = []
+    for index in range(2):  # latents as the encode stage stores them: (T, 128) float32 per item
+        with store.publish_object("encode", 1, {"e2e": index}, [ae_key]) as staged:
+            np.save(staged.dir / "latents.npy", rng.normal(size=(300, 128)).astype(np.float32))
+        items.append({"item_id": f"piece-{index}", "key": staged.key})
+    store.publish_dataset("e2e-latents", stage="encode", params={"autoencoder": ae_key}, items=items)
+
+    env = _client_env(prefect_server, tmp_path, store_root)
+    _prefect(env, "work-pool", "create", "gpu", "--type", "process")
+    _prefect(env, "gcl", "create", "gpu", "--limit", "1")
+    _prefect(env, "--no-prompt", "deploy", "--name", "pretrain", "--name", "finetune")
+    params = {"datasets": ["e2e-latents"], "name": "e2e-gan",
+              "settings": {"preset": "tiny", "publish_every": 1, "concurrency_limit": "gpu"}}
+    _run_on_worker(env, "gpu", tmp_path / "gpu-worker.log", "pretrain/pretrain", params)
+
+    trained = store.resolve("e2e-gan")
+    assert trained.lineage.parents == ["e2e-latents@1"]
+    assert {item.item_id for item in trained.items} == {"autoencoder", "gan"}
+    assert store.manifest(trained.items[1].key).stats["step"] == 8
+    limit = json.loads(_prefect(env, "gcl", "inspect", "gpu", "--output", "json").stdout)
+    assert limit["limit"] == 1 and limit["active_slots"] == 0
+    automations = _prefect(env, "automation", "ls").stdout
+    assert "finetune" in automations.lower()
