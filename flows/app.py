@@ -12,6 +12,7 @@ server-side rendering; the default theme's fonts are bundled with gradio.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -212,6 +213,7 @@ def launch_app(
     catalog = open_catalog(store, checkpoint, autoencoder, base_channels)
     devices = listening.available_devices()
     output_dir = Path(tempfile.mkdtemp(prefix="musika-piano-app-"))
+    atexit.register(shutil.rmtree, output_dir, ignore_errors=True)
     app = build_app(catalog, devices, output_dir, max_seconds)
     app.queue(default_concurrency_limit=1)
     app.launch(
@@ -219,6 +221,4 @@ def launch_app(
         prevent_thread_lock=not wait, allowed_paths=[str(output_dir)], ssr_mode=False,
         mcp_server=False, footer_links=["api"], quiet=not wait, show_error=True,
     )
-    if wait:  # the server has stopped (Ctrl-C)
-        shutil.rmtree(output_dir, ignore_errors=True)
     return app
