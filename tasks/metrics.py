@@ -177,19 +177,25 @@ def rolloff_hz(frequencies: np.ndarray, spectrum: np.ndarray, share: float = ROL
     return float(frequencies[int(np.searchsorted(cumulative, share * cumulative[-1]))])
 
 
-def tempo_ibi_cv(mono: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float | None:
+def onset_envelope(mono: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """librosa's onset strength (hop 512), shared by the beat tracker and the onset detector."""
+    return librosa.onset.onset_strength(y=mono, sr=sample_rate, hop_length=_MEL_HOP)
+
+
+def tempo_ibi_cv(envelope: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float | None:
     """std / mean of the inter-beat intervals of librosa's beat tracker; None under 4 beats."""
-    _, beats = librosa.beat.beat_track(y=mono, sr=sample_rate, hop_length=_MEL_HOP, units="time")
+    _, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=sample_rate, hop_length=_MEL_HOP,
+                                       units="time")
     if len(beats) < MIN_BEATS:
         return None
     intervals = np.diff(beats)
     return float(np.std(intervals) / np.mean(intervals))
 
 
-def onset_density(mono: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """Onsets per second found by librosa's onset detector."""
-    onsets = librosa.onset.onset_detect(y=mono, sr=sample_rate, hop_length=_MEL_HOP, units="time")
-    return len(onsets) / (len(mono) / sample_rate)
+def onset_density(envelope: np.ndarray, seconds: float, sample_rate: int = SAMPLE_RATE) -> float:
+    """Onsets per second found by librosa's onset detector in `seconds` of audio."""
+    onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=sample_rate, hop_length=_MEL_HOP)
+    return len(onsets) / seconds
 
 
 def _log_mel(mono: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -255,6 +261,7 @@ def measure_clip(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict[str,
     frequencies, spectrum = long_term_spectrum(channels, sample_rate)
     silence = silence_ratio(channels, sample_rate)
     silent = silence >= 1.0
+    envelope = None if silent else onset_envelope(mono, sample_rate)
     flags = [FLAG_NON_FINITE] if had_non_finite else []
     beep = beep_score(spectrum)
     if silent:
@@ -265,8 +272,8 @@ def measure_clip(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict[str,
         "loudness_lufs": integrated_loudness(channels, sample_rate),
         "silence_ratio": silence,
         "beep_score": beep,
-        "tempo_ibi_cv": None if silent else tempo_ibi_cv(mono, sample_rate),
-        "onset_density": 0.0 if silent else onset_density(mono, sample_rate),
+        "tempo_ibi_cv": None if silent else tempo_ibi_cv(envelope, sample_rate),
+        "onset_density": 0.0 if silent else onset_density(envelope, len(mono) / sample_rate, sample_rate),
         "bandwidth_hz": rolloff_hz(frequencies, spectrum),
         "flags": flags,
     }

@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import math
+import re
 import shutil
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -30,6 +31,7 @@ from tasks.store import ArtifactStore
 from tests.helpers import write_official_tiny_model, write_piano_midi
 
 SMALL = EvaluateSettings(samples=2, seconds=3.0, reference_items=2, segment_lengths=[2.0])
+SMALL_FLAGS = ("--samples", "2", "--seconds", "3", "--reference-items", "2", "--segment-lengths", "2")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,25 @@ def _artifact(key: str):
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     return found[-1] if found else None
+
+
+def _cli(*argv: str) -> tuple[int, str, str]:
+    """`flows.cli.main` in miniature: the global --store, the `common` --json parent, this
+    module's parser and its USER_ERRORS as exit code 2."""
+    parser = argparse.ArgumentParser(prog="musika-piano")
+    parser.add_argument("--store")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true")
+    cli_evaluate.add_parser(parser.add_subparsers(dest="command", required=True), common)
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        args = parser.parse_args(list(argv))
+        try:
+            code = args.func(args)
+        except cli_evaluate.USER_ERRORS as error:
+            print(f"musika-piano: {error}", file=err)
+            code = 2
+    return code, out.getvalue(), err.getvalue()
 
 
 def test_evaluation_follows_the_contract_and_a_rerun_recomputes_nothing(prepared):
@@ -115,29 +136,38 @@ def test_evaluation_follows_the_contract_and_a_rerun_recomputes_nothing(prepared
     assert markdown.type == "markdown"
     assert all(line in markdown.data for line in flags) and (flags or "No flags" in markdown.data)
 
-    again = evaluate(checkpoints=["tiny@1"], reference="piano@1", settings=SMALL, run=RunSettings(store=store.root))
-    assert not again["created"] and again["ref"] == "eval-piano@1"
+    code, out, _ = _cli("--store", store.root, "evaluate", "tiny@1", "--reference", "piano@1", *SMALL_FLAGS, "--json")
+    again = json.loads(out)
+    assert code == 0 and not again["created"] and again["ref"] == "eval-piano@1"
     assert again["subjects"] == {"piano@1": "reused", "tiny@1": "reused"}
+    assert again["stats"] == version.stats
     assert store.version_numbers("eval-piano") == [1]
 
 
 def test_two_checkpoints_and_an_autoencoder_give_one_table(prepared):
     store = prepared
-    result = evaluate(checkpoints=["tiny", "tiny-b", "tiny-ae", "tiny@1"], reference="piano", name="eval-three",
-                      settings=SMALL, run=RunSettings(store=store.root))
-    assert result["params"]["checkpoints"] == ["tiny@1", "tiny-b@1", "tiny-ae@1"]
-    rows = result["stats"]["table"]
+    code, out, _ = _cli("--store", store.root, "evaluate", "tiny", "tiny-b", "tiny-ae", "tiny@1", "--reference",
+                        "piano", "--name", "eval-three", *SMALL_FLAGS)
+    lines = out.splitlines()
+    assert code == 0 and re.fullmatch(r"published eval-three@1 \([0-4] of 4 subjects computed\)", lines[0])
+    assert lines[1].split()[:3] == ["subject", "kind", "LUFS"]
+    assert [line.split()[:2] for line in lines[3:]] == [
+        ["piano@1", "reference"], ["tiny@1", "model"], ["tiny-b@1", "model"], ["tiny-ae@1", "model"]]
+    assert len({len(line) for line in lines[1:]}) == 1
+
+    version = store.resolve("eval-three@1")
+    assert version.params["checkpoints"] == ["tiny@1", "tiny-b@1", "tiny-ae@1"]
+    rows = version.stats["table"]
     assert [row["subject"] for row in rows] == ["piano@1", "tiny@1", "tiny-b@1", "tiny-ae@1"]
-    assert [row["kind"] for row in rows] == ["reference", "model", "model", "model"]
     assert all(set(METRICS) | {"subject", "kind", "frechet_distance"} == set(row) for row in rows)
-    assert result["subjects"]["tiny-b@1"] == "computed"
     assert rows[1]["frechet_distance"] != rows[2]["frechet_distance"]
     ae_row = rows[3]
     assert ae_row["frechet_distance"] is None and ae_row["loudness_lufs"] is None
     assert ae_row["reconstruction_lsd_db"] > 0
-    ae_only = _metrics(store, next(i.key for i in store.resolve("eval-three").items if i.item_id == "tiny-ae@1"))
+    assert lines[-1].split()[-1] == "-"
+    ae_only = _metrics(store, next(i.key for i in version.items if i.item_id == "tiny-ae@1"))
     assert ae_only["clips"] == [] and len(ae_only["reconstruction"]) == 1
-    assert sorted(store.resolve("eval-three").lineage.parents) == ["piano@1", "tiny-ae@1", "tiny-b@1", "tiny@1"]
+    assert sorted(version.lineage.parents) == ["piano@1", "tiny-ae@1", "tiny-b@1", "tiny@1"]
 
 
 def test_bad_inputs_are_refused_before_anything_is_published(prepared):
@@ -150,44 +180,7 @@ def test_bad_inputs_are_refused_before_anything_is_published(prepared):
         evaluate(checkpoints=["piano"], reference="piano", name="eval-bad", settings=SMALL, run=run)
     with pytest.raises(NoUsableReference, match="tiny-ae@1: none of its 1 items could be read"):
         evaluate(checkpoints=["tiny"], reference="tiny-ae", name="eval-bad", settings=SMALL, run=run)
-    assert store.version_numbers("eval-bad") == []
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    """`flows.cli.main` in miniature: the global --store, the `common` --json parent, this
-    module's parser and its USER_ERRORS as exit code 2."""
-    parser = argparse.ArgumentParser(prog="musika-piano")
-    parser.add_argument("--store")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true")
-    cli_evaluate.add_parser(parser.add_subparsers(dest="command", required=True), common)
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        args = parser.parse_args(list(argv))
-        try:
-            code = args.func(args)
-        except cli_evaluate.USER_ERRORS as error:
-            print(f"musika-piano: {error}", file=err)
-            code = 2
-    return code, out.getvalue(), err.getvalue()
-
-
-def test_cli_prints_the_table_and_json_and_refuses_bad_input(prepared):
-    small = ["--samples", "2", "--seconds", "3", "--reference-items", "2", "--segment-lengths", "2"]
-    code, out, _ = _cli("--store", prepared.root, "evaluate", "tiny", "tiny-b", "--reference", "piano",
-                        "--name", "eval-cli", *small)
-    lines = out.splitlines()
-    assert code == 0 and lines[0].startswith("published eval-cli@1 (0 of 3 subjects computed)")
-    assert lines[1].split()[:3] == ["subject", "kind", "LUFS"]
-    assert [line.split()[0] for line in lines[3:]] == ["piano@1", "tiny@1", "tiny-b@1"]
-    assert len({len(line) for line in lines[1:]}) == 1
-
-    code, out, _ = _cli("--store", prepared.root, "evaluate", "tiny", "tiny-b", "--reference", "piano",
-                        "--name", "eval-cli", *small, "--json")
-    payload = json.loads(out)
-    assert code == 0 and payload["ref"] == "eval-cli@1" and not payload["created"]
-    assert [row["subject"] for row in payload["stats"]["table"]] == ["piano@1", "tiny@1", "tiny-b@1"]
-
-    code, out, err = _cli("--store", prepared.root, "evaluate", "tiny", "--reference", "piano", "--name",
-                          "eval-cli", "--base-channels", "64", *small)
+    code, out, err = _cli("--store", store.root, "evaluate", "tiny", "--reference", "piano", "--name", "eval-bad",
+                          "--base-channels", "64", *SMALL_FLAGS)
     assert code == 2 and out == "" and "base_channels=16" in err and "base_channels=64" in err
+    assert store.version_numbers("eval-bad") == []
