@@ -177,7 +177,7 @@ def load_crops(
             if sf.info(str(path)).duration < min_seconds:
                 continue
             audio, offset = read_middle(path, seconds)
-        except (AudioFormatError, sf.LibsndfileError, RuntimeError, ValueError) as error:
+        except (AudioFormatError, sf.SoundFileError) as error:
             skipped.append({"item_id": item.item_id, "reason": f"{type(error).__name__}: {error}"})
             continue
         if len(audio) == 0:

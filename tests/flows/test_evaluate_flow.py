@@ -24,10 +24,16 @@ from flows.params import RunSettings
 from musika_model.official import AE_FILE_NAMES
 from musika_model.training import CheckpointMismatchError
 from tasks.checkpoints import import_official_checkpoint
-from tasks.evaluate import EMBEDDING_FILE, METRICS_FILE, NoUsableReference
+from tasks.evaluate import (
+    EMBEDDING_FILE,
+    METRICS_FILE,
+    NoUsableReference,
+    load_crops,
+    measure_reference,
+)
 from tasks.metrics import CLIP_METRICS, METRICS, measure_clip
 from tasks.models import NotAModelError
-from tasks.store import ArtifactStore
+from tasks.store import ArtifactStore, DatasetItem
 from tests.helpers import write_official_tiny_model, write_piano_midi
 
 SMALL = EvaluateSettings(samples=2, seconds=3.0, reference_items=2, segment_lengths=[2.0])
@@ -184,3 +190,19 @@ def test_bad_inputs_are_refused_before_anything_is_published(prepared):
                           "--base-channels", "64", *SMALL_FLAGS)
     assert code == 2 and out == "" and "base_channels=16" in err and "base_channels=64" in err
     assert store.version_numbers("eval-bad") == []
+
+
+def test_unreadable_reference_items_are_skipped_and_flagged(prepared):
+    store = prepared
+    with store.publish_object("test-corrupt", 1, {}, []) as staged:
+        (staged.dir / "audio.wav").write_bytes(b"RIFF\x00\x00not a wave file")
+    items = [*store.resolve("piano").items, DatasetItem("corrupt", staged.key)]
+    crops, skipped = load_crops(store, items, seconds=2.0)
+    assert [crop.item_id for crop in crops] == [item.item_id for item in items[:2]]
+    assert all(crop.audio.shape == (2 * 44100, 2) and crop.offset_s > 0 for crop in crops)
+    assert [entry["item_id"] for entry in skipped] == ["corrupt"]
+    result, frames = measure_reference(crops, skipped, "mixed@1")
+    assert len(result["clips"]) == len(frames) == 2
+    assert any(flag.startswith("item corrupt unreadable: LibsndfileError") for flag in result["flags"])
+    longer, _ = load_crops(store, items[:2], seconds=60.0, min_seconds=60.0)
+    assert longer == []
