@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flows import cli_app, cli_evaluate, cli_report
 from tasks.batching import StageFailed
 from tasks.sources import SourceNotFound
 from tasks.store import ArtifactStore, StoreError
@@ -329,7 +330,11 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (StoreError, SourceNotFound, StageFailed, ValidationError)
+_COMMAND_MODULES = (cli_evaluate, cli_report, cli_app)
+"""Commands kept in their own modules: each has `add_parser(commands, common)` and `USER_ERRORS`."""
+
+USER_ERRORS: tuple[type[Exception], ...] = (StoreError, SourceNotFound, StageFailed, ValidationError) + tuple(
+    error for module in _COMMAND_MODULES for error in module.USER_ERRORS)
 """Errors that mean "fix your input": printed as one line, exit code 2, no traceback."""
 
 
@@ -446,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.set_defaults(func=cmd_encode)
 
     _add_training_commands(commands, common)
+    for module in _COMMAND_MODULES:
+        module.add_parser(commands, common)
 
     store = commands.add_parser("store", help="check and clean the artifact store").add_subparsers(
         dest="store_command", required=True)
