@@ -31,20 +31,29 @@ class AutoencoderTrainingSettings(BaseModel):
         description="full: 2000 + 1000 steps at batch 8 (the trainer's defaults); demo: about 40 s "
         "on 2 CPU cores; tiny: a few steps, for tests.",
     )
-    stage1_steps: int | None = Field(default=None, ge=0, description="Level-1 steps (None: the preset's).")
-    stage2_steps: int | None = Field(default=None, ge=0, description="Level-2 steps (None: the preset's).")
+    stage1_steps: int | None = Field(
+        default=None, ge=0, description="Level-1 steps (None: the preset's)."
+    )
+    stage2_steps: int | None = Field(
+        default=None, ge=0, description="Level-2 steps (None: the preset's)."
+    )
     batch_size: int | None = Field(default=None, ge=1, le=256, description="Crops per step.")
-    learning_rate: float | None = Field(default=None, gt=0.0, description="Stage-1 Adam learning rate.")
+    learning_rate: float | None = Field(
+        default=None, gt=0.0, description="Stage-1 Adam learning rate."
+    )
     seed: int | None = Field(default=None, ge=0, description="Seed of crops and initial weights.")
     max_items: int | None = Field(
-        default=None, ge=1,
+        default=None,
+        ge=1,
         description="Train on at most this many items, spread evenly over the dataset (None: all). "
         "The training audio is held in memory.",
     )
     width_divisor: int = Field(
-        default=16, ge=1, le=128,
-        description="Every hidden width of the official autoencoder divided by this (1: official widths, "
-        "impractical on a CPU).",
+        default=16,
+        ge=1,
+        le=128,
+        description="Every hidden width of the official autoencoder divided by this "
+        "(1: the official widths, impractical on a CPU).",
     )
 
 
@@ -53,7 +62,7 @@ DEFAULT_SETTINGS, DEFAULT_RUN = AutoencoderTrainingSettings(), RunSettings()
 
 @flow(
     name="train-autoencoder",
-    description="Train a Musika autoencoder on a normalized dataset version and publish it as a model.",
+    description="Train a Musika autoencoder on a normalized dataset; publish it as a model.",
     log_prints=True,
 )
 def train_autoencoder_flow(
@@ -68,14 +77,22 @@ def train_autoencoder_flow(
     store = ArtifactStore.open(run.store)
     source = store.resolve(dataset)
     training = autoencoder.training_config(
-        settings.preset, stage1_steps=settings.stage1_steps, stage2_steps=settings.stage2_steps,
-        batch_size=settings.batch_size, learning_rate=settings.learning_rate, seed=settings.seed,
+        settings.preset,
+        stage1_steps=settings.stage1_steps,
+        stage2_steps=settings.stage2_steps,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
     )
-    plan = autoencoder.plan_training(store, source, AutoencoderConfig.tiny(settings.width_divisor), training,
-                                     settings.max_items)
+    plan = autoencoder.plan_training(
+        store, source, AutoencoderConfig.tiny(settings.width_divisor), training, settings.max_items
+    )
     if plan.too_short:
-        logger.warning("%d items of %s are shorter than one training crop and were left out",
-                       len(plan.too_short), source.ref)
+        logger.warning(
+            "%d items of %s are shorter than one training crop and were left out",
+            len(plan.too_short),
+            source.ref,
+        )
     if plan.unselected:
         logger.info("max_items %d: %d usable items left out", settings.max_items, plan.unselected)
 
@@ -83,20 +100,31 @@ def train_autoencoder_flow(
     status = "computed" if trained.trained else "reused"
     outcome = ItemOutcome(AUTOENCODER_ITEM, trained.key, autoencoder.STAGE, status, trained.stats)
     skipped = [
-        ItemOutcome(item.item_id, item.key, autoencoder.STAGE, "failed", reason="too_short",
-                    message=f"{item.seconds:.2f} s is shorter than one training crop")
+        ItemOutcome(
+            item.item_id,
+            item.key,
+            autoencoder.STAGE,
+            "failed",
+            reason="too_short",
+            message=f"{item.seconds:.2f} s is shorter than one training crop",
+        )
         for item in plan.too_short
     ]
     published = publish_dataset_version(
         store_root=store.root,
         name=name or f"{source.name}-ae",
         stage="checkpoint",
-        params={"format": autoencoder.MODEL_FORMAT, "sets": [AUTOENCODER_ITEM], "ae_config": plan.ae_config,
-                "training": plan.training},
+        params={"format": autoencoder.MODEL_FORMAT, "sets": [AUTOENCODER_ITEM], **plan.params},
         outcomes=[outcome],
         failures=skipped,
         lineage={"parents": [source.ref]},
     )
-    return {"ref": published["ref"], "created": published["created"], "uri": published["uri"],
-            "key": trained.key, "trained": trained.trained, "stats": trained.stats,
-            "skipped_short": len(plan.too_short)}
+    return {
+        "ref": published["ref"],
+        "created": published["created"],
+        "uri": published["uri"],
+        "key": trained.key,
+        "trained": trained.trained,
+        "stats": trained.stats,
+        "skipped_short": len(plan.too_short),
+    }

@@ -50,7 +50,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A few steps for tests; the high stage-2 rate makes the latents vary within 4 steps.
     "tiny": {"stage1_steps": 2, "stage2_steps": 4, "batch_size": 2, "stage2_learning_rate": 1e-2},
     # `musika-piano demo` on the bundled demo datasets: about 40 s of training on 2 cores.
-    "demo": {"stage1_steps": 240, "stage2_steps": 120, "batch_size": 2, "stage2_learning_rate": 5e-4},
+    "demo": {
+        "stage1_steps": 240,
+        "stage2_steps": 120,
+        "batch_size": 2,
+        "stage2_learning_rate": 5e-4,
+    },
     "full": {},
 }
 """AeTrainingConfig fields per preset; "full" is the AeTrainingConfig defaults."""
@@ -86,7 +91,6 @@ class AutoencoderPlan:
 
     dataset: str
     """The exact `name@version` of the dataset."""
-    key: str
     ae_config: dict[str, Any]
     training: dict[str, Any]
     items: tuple[TrainingItem, ...]
@@ -98,6 +102,18 @@ class AutoencoderPlan:
     @property
     def total_steps(self) -> int:
         return int(self.training["stage1_steps"]) + int(self.training["stage2_steps"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"ae_config": self.ae_config, "training": self.training}
+
+    @property
+    def inputs(self) -> list[str]:
+        return sorted(item.key for item in self.items)
+
+    @property
+    def key(self) -> str:
+        return object_key(STAGE, STAGE_VERSION, self.params, self.inputs)
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,9 @@ class TrainedAutoencoder:
 def training_config(preset: str, **overrides: Any) -> AeTrainingConfig:
     """The preset's AeTrainingConfig with the given fields replaced (None leaves a field alone)."""
     if preset not in PRESETS:
-        raise AutoencoderStageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise AutoencoderStageError(
+            f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+        )
     chosen = {name: value for name, value in overrides.items() if value is not None}
     return AeTrainingConfig(**{**PRESETS[preset], **chosen})
 
@@ -129,7 +147,9 @@ def select_evenly(items: Sequence[TrainingItem], max_items: int | None) -> list[
 def _audio_items(store: ArtifactStore, dataset: DatasetVersion) -> list[TrainingItem]:
     """Every item with its duration; refuses a dataset whose objects hold no audio file."""
     if not dataset.items:
-        raise AutoencoderStageError(f"{dataset.ref} (stage {dataset.stage!r}) has no items to train on")
+        raise AutoencoderStageError(
+            f"{dataset.ref} (stage {dataset.stage!r}) has no items to train on"
+        )
     found = []
     for item in dataset.items:
         files = sorted(store.manifest(item.key).files)
@@ -168,11 +188,8 @@ def plan_training(
             f"({crop_seconds:.2f} s; the longest is {longest:.2f} s)"
         )
     chosen = select_evenly(usable, max_items)
-    params = {"ae_config": ae_config.to_dict(), "training": training.to_dict()}
-    inputs = sorted(item.key for item in chosen)
     return AutoencoderPlan(
         dataset=dataset.ref,
-        key=object_key(STAGE, STAGE_VERSION, params, inputs),
         ae_config=ae_config.to_dict(),
         training=training.to_dict(),
         items=tuple(chosen),
@@ -210,8 +227,10 @@ def evaluate_autoencoder(
         "evaluated_on": "training items",
         "items": list(per_item),
         "seconds_per_item": EVAL_SECONDS,
-        **{name: mean(name) for name in ("log_spectral_distance_db", "mr_stft", "latent_std",
-                                         "latent_saturated")},
+        **{
+            name: mean(name)
+            for name in ("log_spectral_distance_db", "mr_stft", "latent_std", "latent_saturated")
+        },
         "latent_temporal_std": mean("latent_temporal_std"),
         "latent_reference_std": reference_std,
         "latent_verdict": "ok",
@@ -245,30 +264,35 @@ def train_and_publish(
     path_of = {item.item_id: single_audio_file(store.local_path(item.key)) for item in plan.items}
     total = plan.total_steps
     callback = None if progress is None else (lambda step, losses: progress(step, total, losses))
-    with store.publish_object(STAGE, STAGE_VERSION, {"ae_config": plan.ae_config, "training": plan.training},
-                              sorted(item.key for item in plan.items), item="autoencoder") as staged:
+    with store.publish_object(
+        STAGE, STAGE_VERSION, plan.params, plan.inputs, item="autoencoder"
+    ) as staged:
         try:
             result = train_autoencoder(list(path_of.values()), ae_config, training, callback)
         except FloatingPointError as error:
             raise AutoencoderDivergedError(
-                f"{STAGE} on {plan.dataset}: {error}; nothing was published (try a lower "
-                f"learning rate than {training.learning_rate:g} / {training.stage2_learning_rate:g})"
+                f"{STAGE} on {plan.dataset}: {error}; nothing was published (try learning rates "
+                f"below {training.learning_rate:g} / {training.stage2_learning_rate:g})"
             ) from error
         evaluation_started = time.perf_counter()
-        clips = [(item.item_id, load_audio(path_of[item.item_id])[: int(EVAL_SECONDS * SAMPLE_RATE)])
-                 for item in select_evenly(plan.items, EVAL_ITEMS)]
+        clips = [
+            (item.item_id, load_audio(path_of[item.item_id])[: int(EVAL_SECONDS * SAMPLE_RATE)])
+            for item in select_evenly(plan.items, EVAL_ITEMS)
+        ]
         evaluation = evaluate_autoencoder(result.autoencoder, clips, training.spread_target)
         evaluation["seconds"] = round(time.perf_counter() - evaluation_started, 2)
         result.autoencoder.save(staged.dir)
         (staged.dir / HISTORY_FILE).write_text(json.dumps(result.history))
-        staged.stats.update({
-            "steps": total,
-            "seconds": round(result.seconds, 2),
-            "training_items": len(plan.items),
-            "training_audio_s": round(sum(item.seconds for item in plan.items), 2),
-            "final_losses": final_losses(result.history),
-            "evaluation": evaluation,
-        })
+        staged.stats.update(
+            {
+                "steps": total,
+                "seconds": round(result.seconds, 2),
+                "training_items": len(plan.items),
+                "training_audio_s": round(sum(item.seconds for item in plan.items), 2),
+                "final_losses": final_losses(result.history),
+                "evaluation": evaluation,
+            }
+        )
         staged.extra.update({"source": {"dataset": plan.dataset}})
     return TrainedAutoencoder(staged.key, True, dict(staged.manifest.stats))
 
@@ -281,9 +305,10 @@ class _ProgressReporter:
 
         self.logger = logger
         self.next_percent = LOG_EVERY_PERCENT
-        self.started = time.perf_counter()
+        self.last_step, self.last_time = 0, time.perf_counter()
         self.artifact_id = create_progress_artifact(
-            0.0, description=f"Autoencoder training on **{plan.dataset}** ({plan.total_steps} steps)"
+            0.0,
+            description=f"Autoencoder training on **{plan.dataset}** ({plan.total_steps} steps)",
         )
 
     def __call__(self, step: int, total: int, losses: dict[str, float]) -> None:
@@ -296,8 +321,12 @@ class _ProgressReporter:
             self.next_percent += LOG_EVERY_PERCENT
         update_progress_artifact(self.artifact_id, percent)
         shown = ", ".join(f"{name} {value:.4f}" for name, value in losses.items())
-        per_step = (time.perf_counter() - self.started) / step
-        self.logger.info("step %d/%d (%.0f%%): %s; %.3f s/step", step, total, percent, shown, per_step)
+        now = time.perf_counter()
+        per_step = (now - self.last_time) / max(step - self.last_step, 1)
+        self.last_step, self.last_time = step, now
+        self.logger.info(
+            "step %d/%d (%.0f%%): %s; %.3f s/step", step, total, percent, shown, per_step
+        )
 
 
 @task(name="train-autoencoder", cache_policy=NO_CACHE)
@@ -309,8 +338,12 @@ def train_autoencoder_task(store_root: str, plan: AutoencoderPlan) -> TrainedAut
     if existing is not None:
         logger.info("autoencoder %s is already in the store: nothing to train", plan.key[:12])
         return existing
-    logger.info("training an autoencoder on %d items of %s: %d steps", len(plan.items), plan.dataset,
-                plan.total_steps)
+    logger.info(
+        "training an autoencoder on %d items of %s: %d steps",
+        len(plan.items),
+        plan.dataset,
+        plan.total_steps,
+    )
     trained = train_and_publish(store, plan, _ProgressReporter(plan, logger))
     logger.info("published autoencoder %s in %.1f s", trained.key[:12], trained.stats["seconds"])
     return trained

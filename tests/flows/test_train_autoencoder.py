@@ -42,7 +42,9 @@ def prepared(tmp_path_factory) -> ArtifactStore:
     store = ArtifactStore(str(root / "store"))
     for index in range(2):
         write_piano_midi(root / "midi" / f"p{index}.mid", seconds=3.0, seed=index)
-    build_midi_dataset(name="piano", sources=[str(root / "midi")], run=RunSettings(store=store.root))
+    build_midi_dataset(
+        name="piano", sources=[str(root / "midi")], run=RunSettings(store=store.root)
+    )
     publish_audio_dataset(store, "mixed", {"long-a": 2.0, "short": 0.4, "long-b": 1.5})
     publish_audio_dataset(store, "crumbs", {"a": 0.3, "b": 0.5})
     publish_latents_dataset(store, "stored-latents")
@@ -52,7 +54,8 @@ def prepared(tmp_path_factory) -> ArtifactStore:
 def _progress_artifacts(flow_run_id) -> list:
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return [artifact for artifact in artifacts if artifact.type == "progress"]
 
 
@@ -67,7 +70,9 @@ def test_trains_a_model_that_encodes_and_a_rerun_trains_nothing(prepared):
     assert version.stage == "checkpoint"
     assert version.params["format"] == MODEL_FORMAT
     assert version.params["training"]["stage1_steps"] == 2
-    assert [(item.item_id, item.key) for item in version.items] == [(AUTOENCODER_ITEM, first["key"])]
+    assert [(item.item_id, item.key) for item in version.items] == [
+        (AUTOENCODER_ITEM, first["key"])
+    ]
     assert version.lineage.parents == ["piano@1"] and version.lineage.code_version
     manifest = store.manifest(first["key"])
     assert manifest.stage == STAGE
@@ -101,14 +106,23 @@ def test_trains_a_model_that_encodes_and_a_rerun_trains_nothing(prepared):
     again = train_autoencoder_flow(dataset="piano", settings=TINY, run=run, return_state=True)
     second = again.result()
     assert (second["ref"], second["key"], second["created"], second["trained"]) == (
-        first["ref"], first["key"], False, False)
+        first["ref"],
+        first["key"],
+        False,
+        False,
+    )
     assert store.version_numbers("piano-ae") == [1]
     assert _progress_artifacts(again.state_details.flow_run_id) == []
 
 
 def test_short_items_are_left_out_and_recorded(prepared):
-    result = train_autoencoder_flow(dataset="mixed", name="mixed-model", settings=TINY,
-                                    run=RunSettings(store=prepared.root))
+    level2_only = AutoencoderTrainingSettings(preset="tiny", stage1_steps=0)  # spares a trace
+    result = train_autoencoder_flow(
+        dataset="mixed",
+        name="mixed-model",
+        settings=level2_only,
+        run=RunSettings(store=prepared.root),
+    )
     assert result["skipped_short"] == 1 and result["stats"]["training_items"] == 2
     version = prepared.resolve(result["ref"])
     assert [(f.item_id, f.stage) for f in version.failures] == [("short", STAGE)]
@@ -120,18 +134,22 @@ def test_refused_inputs_publish_nothing(prepared):
     run = RunSettings(store=prepared.root)
     with pytest.raises(DatasetNotFoundError, match="no dataset named 'nowhere'"):
         train_autoencoder_flow(dataset="nowhere", settings=TINY, run=run)
-    with pytest.raises(AutoencoderStageError,
-                       match=r"stored-latents@1 \(stage 'encode'\) is not an audio dataset"):
+    with pytest.raises(
+        AutoencoderStageError, match=r"stored-latents@1 \(stage 'encode'\) is not an audio dataset"
+    ):
         train_autoencoder_flow(dataset="stored-latents", settings=TINY, run=run)
     with pytest.raises(AutoencoderStageError, match="crumbs@1: all 2 items are shorter than one"):
         train_autoencoder_flow(dataset="crumbs", settings=TINY, run=run)
 
     objects_before = set(prepared.object_keys())
     diverging = AutoencoderTrainingSettings(preset="tiny", learning_rate=1e6)
-    with pytest.raises(AutoencoderDivergedError,
-                       match=r"train-autoencoder on piano@1: stage1 step \d+: non-finite losses"):
+    with pytest.raises(
+        AutoencoderDivergedError,
+        match=r"train-autoencoder on piano@1: stage1 step \d+: non-finite losses",
+    ):
         train_autoencoder_flow(dataset="piano", name="nan-ae", settings=diverging, run=run)
-    static = AutoencoderTrainingSettings(preset="tiny", stage1_steps=1, stage2_steps=0)
+    # Untrained networks: the level-2 latents of a fresh encoder barely move over time.
+    static = AutoencoderTrainingSettings(preset="tiny", stage1_steps=0, stage2_steps=0)
     with pytest.raises(CollapsedAutoencoderError, match="static latents"):
         train_autoencoder_flow(dataset="piano", name="static-ae", settings=static, run=run)
     assert set(prepared.object_keys()) == objects_before

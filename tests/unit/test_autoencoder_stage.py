@@ -22,8 +22,9 @@ def publish_audio_dataset(
     """A normalize-stage dataset of synthetic piano audio, one item per (item id, seconds)."""
     items = []
     for seed, (item_id, length) in enumerate(seconds.items()):
-        with store.publish_object("normalize", 1, {"test": name}, [f"sha256:{seed:064x}"],
-                                  item=item_id) as staged:
+        with store.publish_object(
+            "normalize", 1, {"test": name}, [f"sha256:{seed:064x}"], item=item_id
+        ) as staged:
             write_wav(staged.dir / "audio.wav", piano_like(length, seed), 44100)
         stats = {"duration_s": length} if with_duration_stat else {}
         items.append({"item_id": item_id, "key": staged.key, "stats": stats})
@@ -34,8 +35,9 @@ def publish_latents_dataset(store: ArtifactStore, name: str) -> str:
     """An encode-stage dataset: objects holding latents.npy, no audio."""
     with store.publish_object("encode", 1, {}, ["sha256:" + "e" * 64], item="a") as staged:
         np.save(staged.dir / "latents.npy", np.zeros((4, 128), np.float32))
-    return store.publish_dataset(name, stage="encode", params={},
-                                 items=[{"item_id": "a", "key": staged.key}]).ref
+    return store.publish_dataset(
+        name, stage="encode", params={}, items=[{"item_id": "a", "key": staged.key}]
+    ).ref
 
 
 @pytest.fixture
@@ -82,20 +84,25 @@ def test_plan_skips_short_items_and_keys_the_items_it_uses(store):
     assert plan.unselected == 0 and plan.total_steps == 6
     keys = {item.item_id: item.key for item in dataset.items}
     params = {"ae_config": TINY.to_dict(), "training": training.to_dict()}
-    expected = object_key(autoencoder.STAGE, autoencoder.STAGE_VERSION, params,
-                          sorted(keys[name] for name in "acd"))
+    expected = object_key(
+        autoencoder.STAGE, autoencoder.STAGE_VERSION, params, sorted(keys[name] for name in "acd")
+    )
     assert plan.key == expected
     assert plan_training(store, dataset, TINY, training).key == plan.key
 
     fewer = plan_training(store, dataset, TINY, training, max_items=2)
     assert [item.item_id for item in fewer.items] == ["a", "d"] and fewer.unselected == 1
-    longer = plan_training(store, dataset, TINY, autoencoder.training_config("tiny", stage1_steps=3))
+    longer = plan_training(
+        store, dataset, TINY, autoencoder.training_config("tiny", stage1_steps=3)
+    )
     narrower = plan_training(store, dataset, AutoencoderConfig.tiny(32), training)
     assert len({plan.key, fewer.key, longer.key, narrower.key}) == 4
 
 
 def test_durations_come_from_the_files_when_the_items_lack_them(store):
-    ref = publish_audio_dataset(store, "bare", {"long": 1.2, "short": 0.3}, with_duration_stat=False)
+    ref = publish_audio_dataset(
+        store, "bare", {"long": 1.2, "short": 0.3}, with_duration_stat=False
+    )
     plan = plan_training(store, store.resolve(ref), TINY, autoencoder.training_config("tiny"))
     assert [item.item_id for item in plan.items] == ["long"]
     assert plan.items[0].seconds == pytest.approx(1.2)
@@ -104,25 +111,37 @@ def test_durations_come_from_the_files_when_the_items_lack_them(store):
 
 def test_all_items_too_short(store):
     ref = publish_audio_dataset(store, "crumbs", {"a": 0.4, "b": 0.6})
-    with pytest.raises(AutoencoderStageError,
-                       match=r"crumbs@1: all 2 items are shorter than one training crop \(0\.76 s; "
-                             r"the longest is 0\.60 s\)"):
+    with pytest.raises(
+        AutoencoderStageError,
+        match=r"crumbs@1: all 2 items are shorter than one training crop \(0\.76 s; "
+        r"the longest is 0\.60 s\)",
+    ):
         plan_training(store, store.resolve(ref), TINY, autoencoder.training_config("tiny"))
 
 
 def test_a_dataset_without_audio_is_refused(store):
     ref = publish_latents_dataset(store, "some-latents")
-    with pytest.raises(AutoencoderStageError,
-                       match=r"some-latents@1 \(stage 'encode'\) is not an audio dataset: item 'a' "
-                             r"holds \['latents.npy'"):
+    with pytest.raises(
+        AutoencoderStageError,
+        match=r"some-latents@1 \(stage 'encode'\) is not an audio dataset: item 'a' "
+        r"holds \['latents.npy'",
+    ):
         plan_training(store, store.resolve(ref), TINY, autoencoder.training_config("tiny"))
     empty = store.publish_dataset("nothing", stage="normalize", params={}, items=[]).ref
-    with pytest.raises(AutoencoderStageError, match=r"nothing@1 \(stage 'normalize'\) has no items"):
+    with pytest.raises(
+        AutoencoderStageError, match=r"nothing@1 \(stage 'normalize'\) has no items"
+    ):
         plan_training(store, store.resolve(empty), TINY, autoencoder.training_config("tiny"))
 
 
 def test_final_losses_keep_the_last_value_of_each_stage():
-    history = [{"step": 1.0, "stage1/total": 3.0}, {"step": 2.0, "stage1/total": 2.0},
-               {"step": 3.0, "stage2/total": 0.5, "stage2/latent": 0.25}]
-    assert autoencoder.final_losses(history) == {"stage1/total": 2.0, "stage2/total": 0.5,
-                                                 "stage2/latent": 0.25}
+    history = [
+        {"step": 1.0, "stage1/total": 3.0},
+        {"step": 2.0, "stage1/total": 2.0},
+        {"step": 3.0, "stage2/total": 0.5, "stage2/latent": 0.25},
+    ]
+    assert autoencoder.final_losses(history) == {
+        "stage1/total": 2.0,
+        "stage2/total": 0.5,
+        "stage2/latent": 0.25,
+    }
