@@ -24,7 +24,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 
 from tasks.batching import ItemOutcome
-from tasks.reports import report_and_link
+from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion
 
 DATASET_PUBLISHED_EVENT = "musika.dataset.published"
@@ -168,10 +168,7 @@ def publish_dataset_version(
     )
     create_link_artifact(key=f"{artifact_key(name)}-location", link=location, link_text=version.ref)
     if version.created or not store.has_report(version.name, version.version):
-        try:
-            report_and_link(store, version.ref)
-        except Exception as error:  # a report is a view of the version: never fail the publish
-            logger.warning("no report written for %s: %s: %s", version.ref, type(error).__name__, error)
+        report_or_warn(store, version.ref)
     if version.created:
         emit_event(
             DATASET_PUBLISHED_EVENT,

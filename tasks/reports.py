@@ -683,6 +683,17 @@ def report_and_link(store: ArtifactStore, ref: str) -> str:
     return location
 
 
+def report_or_warn(store: ArtifactStore, ref: str) -> str | None:
+    """`report_and_link`, except that a failure is logged as a warning (returning None): a report
+    is a view of a version and must never fail the publish that made the version."""
+    try:
+        return report_and_link(store, ref)
+    except Exception as error:  # noqa: BLE001 - whatever went wrong, the version stays published
+        reason = f"{type(error).__name__}: {error}"
+        get_run_logger().warning("no report written for %s: %s", ref, reason)
+        return None
+
+
 @task(name="publish-report")
 def publish_report(store_root: str, ref: str) -> str:
     """Write the report of `ref` into the store and link it from a `report-<name>` artifact."""
