@@ -28,8 +28,8 @@ class AutoencoderTrainingSettings(BaseModel):
 
     preset: Literal["demo", "tiny", "full"] = Field(
         default="full",
-        description="full: 2000 + 1000 steps at batch 8 (the trainer's defaults); demo: about 40 s "
-        "on 2 CPU cores; tiny: a few steps, for tests.",
+        description="full: 2000 + 1000 steps at batch 8 (the trainer's defaults); demo: 30-40 s "
+        "of training on 2 CPU cores; tiny: a few steps, for tests.",
     )
     stage1_steps: int | None = Field(
         default=None, ge=0, description="Level-1 steps (None: the preset's)."

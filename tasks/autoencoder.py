@@ -49,7 +49,7 @@ LOG_EVERY_PERCENT = 5
 PRESETS: dict[str, dict[str, Any]] = {
     # A few steps for tests; the high stage-2 rate makes the latents vary within 4 steps.
     "tiny": {"stage1_steps": 2, "stage2_steps": 4, "batch_size": 2, "stage2_learning_rate": 1e-2},
-    # `musika-piano demo` on the bundled demo datasets: about 40 s of training on 2 cores.
+    # `musika-piano demo` on the bundled demo datasets: 30-40 s of training on 2 cores.
     "demo": {
         "stage1_steps": 240,
         "stage2_steps": 120,
