@@ -1,9 +1,8 @@
 """The evaluate flow under a real Prefect API: the published contract, re-runs that recompute
-nothing, several checkpoints in one table, bad inputs refused, the CLI."""
+nothing, several checkpoints in one table, bad inputs refused, the CLI (`flows.cli.main`)."""
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -17,7 +16,7 @@ import soundfile
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows import cli_evaluate
+from flows.cli import main
 from flows.evaluate import EvaluateSettings, evaluate
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
@@ -69,21 +68,9 @@ def _artifact(key: str):
 
 
 def _cli(*argv: str) -> tuple[int, str, str]:
-    """`flows.cli.main` in miniature: the global --store, the `common` --json parent, this
-    module's parser and its USER_ERRORS as exit code 2."""
-    parser = argparse.ArgumentParser(prog="musika-piano")
-    parser.add_argument("--store")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true")
-    cli_evaluate.add_parser(parser.add_subparsers(dest="command", required=True), common)
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        args = parser.parse_args(list(argv))
-        try:
-            code = args.func(args)
-        except cli_evaluate.USER_ERRORS as error:
-            print(f"musika-piano: {error}", file=err)
-            code = 2
+        code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
 
 
@@ -189,6 +176,8 @@ def test_bad_inputs_are_refused_before_anything_is_published(prepared):
     code, out, err = _cli("--store", store.root, "evaluate", "tiny", "--reference", "piano", "--name", "eval-bad",
                           "--base-channels", "64", *SMALL_FLAGS)
     assert code == 2 and out == "" and "base_channels=16" in err and "base_channels=64" in err
+    code, _, err = _cli("--store", store.root, "evaluate", "tiny", "--reference", "piano", "--samples", "65")
+    assert code == 2 and "samples" in err and "less than or equal to 64" in err
     assert store.version_numbers("eval-bad") == []
 
 
