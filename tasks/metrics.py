@@ -14,9 +14,10 @@ Each measure answers one thing users heard in diverged or weak Musika models:
   collapsed GAN often beeps with a harmonic or a wobble, so this takes two.
 - ``tempo_ibi_cv``: tempo stability = coefficient of variation (std / mean) of the
   inter-beat intervals of ``librosa.beat.beat_track`` on the mono mix (hop 512, default
-  tightness). None when fewer than 4 beats are found. A steady pulse gives ~0; drift or
-  chaotic "hammering" spreads the intervals.
-- ``onset_density``: ``librosa.onset.onset_detect`` onsets per second of the mono mix.
+  tightness). None when fewer than 4 beats are found (and for a silent clip). A steady click
+  track gives ~0.01, one drifting from 100 to 140 BPM over 10 s ~0.1.
+- ``onset_density``: ``librosa.onset.onset_detect`` onsets per second of the mono mix (0 for
+  a silent clip).
 - ``bandwidth_hz``: the 95 % roll-off of the long-term power spectrum (above 20 Hz): the
   frequency under which 95 % of the power lies. Lossy or dull timbre moves it down.
 
@@ -24,9 +25,10 @@ Set level (``summarize``): mean of each per-clip measure over the clips where it
 and ``loudness_spread_lu``, the standard deviation of the clips' loudness (unstable volume).
 
 Embedding for a Fréchet distance (``embedding_frames``): no pretrained audio embedding with its
-weights inside a PyPI wheel runs on TensorFlow 2.21 / Keras 3 offline (checked: openl3 builds
-only from an sdist that downloads its weights, musicnn ships TF1 weights that need Keras 2's
-``tf.compat.v1.layers``, musicnn-keras and vggish-keras ship no weights). So each 1 s window
+weights inside a PyPI wheel was found that runs on TensorFlow 2.21 / Keras 3 offline (checked:
+openl3 builds only from an sdist that downloads its weights; musicnn's wheel holds weights for
+TF1 graphs built with ``tf.compat.v1.layers``, which Keras 3 no longer provides; musicnn-keras's
+wheel holds no weights). So each 1 s window
 (0.5 s hop) of the mono mix becomes the mean and standard deviation over time of 64 log-mel
 bands (absolute dB, floored at -100 dB): 128-d frames that see level, spectral balance,
 timbre and how much it moves. A set is a Gaussian fit of its frames (``embedding_stats``) and
