@@ -358,6 +358,8 @@ def _stage_errors() -> tuple[type[Exception], ...]:
         errors.append(models.NotAModelError)
     if training := sys.modules.get("tasks.training"):
         errors.append(training.TrainingInputError)
+    if autoencoder := sys.modules.get("tasks.autoencoder"):
+        errors.extend((autoencoder.AutoencoderStageError, autoencoder.AutoencoderDivergedError))
     if generation := sys.modules.get("tasks.generate"):
         errors.append(generation.InvalidGenerateRequest)
     if trainer := sys.modules.get("musika_model.training"):
