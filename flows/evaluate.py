@@ -16,6 +16,7 @@ The version (`eval-<reference name>` by default), stage "evaluate":
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -40,7 +41,7 @@ class EvaluateSettings(BaseModel):
     truncation: float = Field(default=2.0, gt=0.0, le=10.0, description="Bound of the truncated normal latents.")
     seed: int = Field(default=0, ge=0, description="Clip i is generated with seed + i.")
     reference_items: int = Field(default=16, ge=1, le=1000, description="Reference items measured (first by id).")
-    segment_lengths: list[float] = Field(
+    segment_lengths: list[Annotated[float, Field(ge=1.0, le=120.0)]] = Field(
         default=[2.0, 5.0, 10.0], min_length=1, max_length=8,
         description="Crop lengths (s) of the autoencoder round-trip error.",
     )
