@@ -3,7 +3,6 @@ plots behind them, and the `report` command."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import io
@@ -19,10 +18,9 @@ import pytest
 import soundfile
 from PIL import Image
 
-from flows import cli_report
 from tasks import plots
 from tasks.reports import build_report, write_report
-from tasks.store import ArtifactStore, DatasetNotFoundError, VersionNotFoundError
+from tasks.store import ArtifactStore
 
 SR = 44100
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -201,41 +199,38 @@ def test_evaluation_report_has_bars_table_flags_and_players(evaluation):
     assert "<script" not in document and "http://" not in document and "https://" not in document
 
 
-def test_evaluation_report_can_be_copied_out_and_still_finds_the_audio(evaluation, tmp_path):
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    from flows.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_report_command_copies_the_report_out_and_its_audio_still_plays(evaluation, tmp_path):
     store, ref = evaluation
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--store")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true")
-    cli_report.add_parser(parser.add_subparsers(dest="command", required=True), common)
     output = tmp_path / "out" / "eval.html"
     output.parent.mkdir()
-    args = parser.parse_args(
-        ["--store", store.root, "report", ref, "--output", str(output), "--json"]
-    )
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert args.func(args) == 0
-    answer = json.loads(printed.getvalue())
-    assert answer["report"].endswith("datasets/eval-piano/reports/000001.html")
+    code, out, _ = run_cli("--store", store.root, "report", ref, "--output", str(output), "--json")
+    assert code == 0
+    assert json.loads(out)["report"].endswith("datasets/eval-piano/reports/000001.html")
     copied = output.read_text()
     base = re.search(r'<base href="file://([^"]+)">', copied).group(1)
     assert all(path.is_file() for path in audio_sources(copied, Path(base) / "x.html"))
 
-    bad = parser.parse_args(
-        ["--store", store.root, "report", ref, "--output", str(tmp_path / "no" / "r.html")]
-    )
-    with pytest.raises(cli_report.USER_ERRORS, match="does not exist"):
-        bad.func(bad)
 
-
-def test_unknown_refs_are_clear_errors(evaluation):
-    store, _ = evaluation
-    with pytest.raises(DatasetNotFoundError, match="no dataset named 'nothing'"):
-        write_report(store, "nothing@1")
-    with pytest.raises(VersionNotFoundError, match="has no version 7"):
-        write_report(store, "eval-piano@7")
-    assert issubclass(DatasetNotFoundError, cli_report.USER_ERRORS)
+def test_report_command_refuses_bad_input_in_one_line(evaluation, tmp_path):
+    store, ref = evaluation
+    missing_folder = str(tmp_path / "no" / "r.html")
+    for argv, message in (
+        (("report", "nothing@1"), "no dataset named 'nothing'"),
+        (("report", "eval-piano@7"), "has no version 7"),
+        (("report", ref, "--output", missing_folder), "does not exist"),
+        (("report", ref, "--output", str(tmp_path)), "is a folder"),
+    ):
+        code, out, err = run_cli("--store", store.root, *argv)
+        assert (code, out) == (2, "") and message in err and err.count("\n") == 1, argv
 
 
 # ---- a version of a stage without its own report ------------------------------------------------
