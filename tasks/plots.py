@@ -135,6 +135,8 @@ def line_chart_png(
 ) -> bytes:
     """Several (x, y) series on one axis; optionally one more series (e.g. the learning rate)
     on a second y axis, and labelled vertical markers (e.g. divergence events at their epoch)."""
+    from matplotlib.ticker import MaxNLocator
+
     with _figure((FIGURE_SIZE[0] + 1.0, FIGURE_SIZE[1] + 0.6)) as (_, axes, buffer):
         handles = []
         for name, (xs, ys) in series.items():
@@ -163,7 +165,17 @@ def line_chart_png(
             other.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
             handles.append(line)
         if handles:
-            axes.legend(handles=handles, fontsize=8, loc="best")
+            # below the axes: curves, markers and the second axis all stay visible
+            axes.legend(
+                handles=handles,
+                fontsize=8,
+                loc="upper center",
+                ncol=3,
+                bbox_to_anchor=(0.5, -0.2),
+                frameon=False,
+            )
+        if all(isinstance(x, int) for xs, _ in series.values() for x in xs):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, steps
         axes.set_title(title)
         axes.set_xlabel(x_label)
         axes.set_ylabel(y_label)

@@ -62,7 +62,8 @@ th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .best { font-weight: bold; background: #eaf6ea; } .flag { color: #a33; }
 figure { display: inline-block; width: 48%; margin: .5em 1% .5em 0; vertical-align: top; }
-figure img { width: 100%; } .clip figure { width: 100%; margin: 0; }
+figure img { width: 100%; } figure.wide { width: auto; max-width: 98%; }
+figure.wide img { width: auto; max-width: 100%; } .clip figure { width: 100%; margin: 0; }
 figcaption { font-size: .85em; color: #555; } .note { color: #666; font-size: .9em; }
 .clip { display: inline-block; width: 48%; margin: .5em 1% .5em 0; vertical-align: top; }
 .player { display: inline-block; margin: .3em 1em .3em 0; }
@@ -120,11 +121,13 @@ def key_values(mapping: Mapping[str, Any]) -> str:
     return table([{"field": name, "value": value} for name, value in mapping.items()])
 
 
-def image(png: bytes, caption: str) -> str:
-    """A PNG inlined as a data URI, with its caption."""
+def image(png: bytes, caption: str, wide: bool = False) -> str:
+    """A PNG inlined as a data URI, with its caption; `wide` takes the full width of the page
+    (two figures share a row otherwise)."""
     encoded = base64.b64encode(png).decode("ascii")
+    css = ' class="wide"' if wide else ""
     return (
-        f'<figure><img src="data:image/png;base64,{encoded}" alt="{html.escape(caption)}">'
+        f'<figure{css}><img src="data:image/png;base64,{encoded}" alt="{html.escape(caption)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 
@@ -452,7 +455,7 @@ def gan_training_parts(folder: Path, key: str, links: Links) -> list[str]:
         if name not in ("history", "events", "config", "lineage")
     }
     return [
-        image(curves, "loss curves"),
+        image(curves, "loss curves", wide=True),
         f"<p>Training state:</p>{key_values(progress)}",
         f"<p>Events (rollbacks after divergence, collapse warnings):</p>{table(events)}",
         f"<p>Per epoch:</p>{table(history)}",
@@ -488,7 +491,8 @@ def model_report(store: ArtifactStore, version: DatasetVersion) -> str:
     parts = [overview(version)]
     for item in version.items:
         folder = store.local_path(item.key)
-        summary = f"<p>Network summary:</p>{key_values(flatten(item.stats))}"
+        described = item.stats or store.manifest(item.key).stats  # a referenced network set
+        summary = f"<p>Network summary:</p>{key_values(flatten(described))}"
         if item.item_id == GAN_ITEM and (folder / TRAINING_STATE_FILE).is_file():
             parts.append(section("GAN training", *gan_training_parts(folder, item.key, links)))
         elif item.item_id == AUTOENCODER_ITEM and (folder / AE_HISTORY_FILE).is_file():
@@ -606,6 +610,7 @@ def evaluation_report(store: ArtifactStore, version: DatasetVersion) -> str:
                         "LSD (dB)",
                     ),
                     "reconstruction error",
+                    wide=True,
                 ),
             )
         )
