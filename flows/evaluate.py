@@ -27,7 +27,7 @@ from tasks import evaluate as stage
 from tasks.metrics import METRICS
 from tasks.models import resolve_model
 from tasks.publishing import code_version
-from tasks.reports import publish_report
+from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore
 
 DEFAULT_RUN = RunSettings()
@@ -125,6 +125,6 @@ def evaluate(
                           description=f"Evaluation **{version.ref}** ({state}) against {reference_version.ref}")
     create_markdown_artifact(key=f"{evaluation_artifact_key(target)}-flags", markdown=_flags_markdown(version.ref, flags),
                              description=f"Flags of {version.ref}")
-    report = publish_report(store.root, version.ref)
+    report = report_or_warn(store, version.ref)  # a failed report is a warning: the version stays
     return {**version.to_dict(), "uri": store.dataset_uri(version.name, version.version), "report": report,
             "subjects": {outcome["subject"]: "computed" if outcome["created"] else "reused" for outcome in outcomes}}

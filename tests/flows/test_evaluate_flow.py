@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +80,8 @@ def test_evaluation_follows_the_contract_and_a_rerun_recomputes_nothing(prepared
     result = evaluate(checkpoints=["tiny"], reference="piano", settings=SMALL, run=RunSettings(store=store.root))
     assert result["ref"] == "eval-piano@1" and result["created"]
     assert result["subjects"] == {"piano@1": "computed", "tiny@1": "computed"}
+    report = Path(result["report"].removeprefix("file://"))
+    assert report.suffix == ".html" and "tiny@1" in report.read_text()
 
     version = store.resolve("eval-piano@1")
     assert version.stage == "evaluate"
