@@ -1,4 +1,4 @@
-"""Print every performance figure of the project: `python -m benchmarks.run [stages|model|pipeline]...`.
+"""Print every performance figure of the project: `python -m benchmarks.run [SUITE]...` (suites below).
 
 Targets (DESIGN.md §6) are printed beside the figures; nothing here fails on a miss: these are
 measurements, not tests.
@@ -17,6 +17,7 @@ SUITES = {
     "pipeline": ("benchmarks.bench_pipeline", "MIDI dataset flow: first run vs unchanged re-run"),
     "youtube": ("benchmarks.bench_youtube", "segment + filter + normalize speed, 3-hour compilation memory"),
     "training": ("benchmarks.bench_training", "GAN trainer step, checkpoint save, input pipeline"),
+    "demo": ("benchmarks.bench_demo", "the whole demo: fresh store, then an unchanged re-run"),
 }
 
 

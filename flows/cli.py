@@ -309,7 +309,7 @@ def cmd_import_musika(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import demo
 
-    result = demo(store=args.store)
+    result = demo(store=args.store, autoencoder=args.autoencoder)
     _print(args, result, lambda r: "\n".join(r["summary"]))
     return 0
 
@@ -465,8 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="never delete objects younger than this (a running pipeline's fresh objects)")
     gc.set_defaults(func=cmd_store_gc)
 
-    commands.add_parser("demo", parents=[common], help="run the demo pipeline on the bundled demo MIDI").set_defaults(
-        func=cmd_demo)
+    demo = commands.add_parser("demo", parents=[common], help="run the whole pipeline on the bundled demo MIDI")
+    demo.add_argument("--autoencoder", help="encode with this stored model (e.g. imported official weights) "
+                      "instead of training the demo's small autoencoder")
+    demo.set_defaults(func=cmd_demo)
 
     imported = commands.add_parser("import-musika", parents=[common],
                                    help="import an official Musika weight folder (enc/dec/gen/critic .h5) into the store")
