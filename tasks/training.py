@@ -33,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.encode import LATENTS_FILE
 from tasks.encode import STAGE as ENCODE_STAGE
 from tasks.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, load_autoencoder
+from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 
 if TYPE_CHECKING:
@@ -492,6 +493,7 @@ class TrainingReporter:
         version = publish_model_version(self.store, self.plan, gan_key)
         if version.created:
             self.published.append(version.ref)
+            report_or_warn(self.store, version.ref)
         samples = sorted((self.store.local_path(gan_key) / "samples").glob("*.wav"))
         links = "\n".join(f"- [{path.name}]({path.as_uri()})" for path in samples) or "- (no audio samples)"
         location = self.store.dataset_uri(version.name, version.version)
