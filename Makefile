@@ -29,4 +29,4 @@ bench: setup
 	$(VENV)/bin/python -m benchmarks.run
 
 lint: setup
-	$(VENV)/bin/ruff check flows tasks musika_model tests benchmarks
+	$(VENV)/bin/ruff check flows tasks musika_model tests benchmarks deploy

@@ -164,3 +164,14 @@ def test_pretrain_deployment_runs_on_the_gpu_pool_under_the_gpu_limit(prefect_se
     assert limit["limit"] == 1 and limit["active_slots"] == 0
     automations = _prefect(env, "automation", "ls").stdout
     assert "finetune" in automations.lower()
+
+
+def test_the_gpu_job_templates_make_docker_and_kubernetes_pools(prefect_server, tmp_path):
+    env = _client_env(prefect_server, tmp_path, tmp_path / "store")
+    for pool_type in ("docker", "kubernetes"):
+        template = PROJECT_ROOT / "deploy" / f"{pool_type}-gpu-job-template.json"
+        _prefect(env, "work-pool", "create", f"gpu-{pool_type}", "--type", pool_type, "--base-job-template",
+                 str(template))
+        pool = json.loads(_prefect(env, "work-pool", "inspect", f"gpu-{pool_type}", "--output", "json").stdout)
+        text = json.dumps(pool["base_job_template"])
+        assert ("device_requests" if pool_type == "docker" else "nvidia.com/gpu") in text
