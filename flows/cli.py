@@ -338,35 +338,28 @@ USER_ERRORS: tuple[type[Exception], ...] = (StoreError, SourceNotFound, StageFai
 """Errors that mean "fix your input": printed as one line, exit code 2, no traceback."""
 
 
+_STAGE_ERRORS: dict[str, tuple[str, ...]] = {
+    "tasks.render": ("RenderError",),
+    "tasks.loudness": ("InvalidLoudnessParams",),
+    "musika_model.official": ("OfficialWeightsError",),
+    "tasks.crawl": ("InvalidCrawlParams", "InvalidSource"),
+    "tasks.segment": ("InvalidSegmentParams",),
+    "tasks.quality": ("InvalidQualityParams",),
+    "tasks.models": ("NotAModelError",),
+    "tasks.training": ("TrainingInputError",),
+    "tasks.autoencoder": ("AutoencoderStageError", "AutoencoderDivergedError"),
+    "tasks.generate": ("InvalidGenerateRequest",),
+    "musika_model.training": ("CheckpointError", "TrainConfigError", "TrainingDiverged"),
+    "musika_model.training_data": ("TrainingDataError",),
+}
+"""Per heavy module, its "fix your input" errors (missing soundfont or libfluidsynth3, bad loudness
+settings, unusable training data, ...)."""
+
+
 def _stage_errors() -> tuple[type[Exception], ...]:
-    """Stage configuration errors (missing soundfont or libfluidsynth3, bad loudness settings),
-    from the stage modules this command loaded (they are heavy, so not imported here)."""
-    errors: list[type[Exception]] = []
-    if render := sys.modules.get("tasks.render"):
-        errors.append(render.RenderError)
-    if loudness := sys.modules.get("tasks.loudness"):
-        errors.append(loudness.InvalidLoudnessParams)
-    if official := sys.modules.get("musika_model.official"):
-        errors.append(official.OfficialWeightsError)
-    if crawl := sys.modules.get("tasks.crawl"):
-        errors.extend((crawl.InvalidCrawlParams, crawl.InvalidSource))
-    if segment := sys.modules.get("tasks.segment"):
-        errors.append(segment.InvalidSegmentParams)
-    if quality := sys.modules.get("tasks.quality"):
-        errors.append(quality.InvalidQualityParams)
-    if models := sys.modules.get("tasks.models"):
-        errors.append(models.NotAModelError)
-    if training := sys.modules.get("tasks.training"):
-        errors.append(training.TrainingInputError)
-    if autoencoder := sys.modules.get("tasks.autoencoder"):
-        errors.extend((autoencoder.AutoencoderStageError, autoencoder.AutoencoderDivergedError))
-    if generation := sys.modules.get("tasks.generate"):
-        errors.append(generation.InvalidGenerateRequest)
-    if trainer := sys.modules.get("musika_model.training"):
-        errors.extend((trainer.CheckpointError, trainer.TrainConfigError, trainer.TrainingDiverged))
-    if data := sys.modules.get("musika_model.training_data"):
-        errors.append(data.TrainingDataError)
-    return tuple(errors)
+    """The `_STAGE_ERRORS` of the modules this command loaded (they are heavy, so not imported here)."""
+    return tuple(getattr(sys.modules[module], name) for module, names in _STAGE_ERRORS.items()
+                 if module in sys.modules for name in names)
 
 
 def build_parser() -> argparse.ArgumentParser:
