@@ -152,15 +152,15 @@ def _fake_latents(store: ArtifactStore, name: str, arrays: list[np.ndarray]) -> 
 
 
 @pytest.mark.parametrize(
-    ("arrays", "error", "message"),
+    ("name", "arrays", "error", "message"),
     [
-        ([np.zeros((300, 64), np.float32)], LatentWidthError, r"\(T, 128\).*\(300, 64\)"),
-        ([np.zeros((50, 128), np.float32)], SourceTooShortError, "50"),
+        ("narrow", [np.zeros((300, 64), np.float32)], LatentWidthError, r"\(T, 128\).*\(300, 64\)"),
+        ("short", [np.zeros((50, 128), np.float32)], SourceTooShortError, "50"),
+        ("empty", [], training.TrainingInputError, "empty@1 has no items to train on"),
     ],
 )
-def test_unusable_latents_fail_before_anything_is_published(latents_store, arrays, error, message):
+def test_unusable_latents_fail_before_anything_is_published(latents_store, name, arrays, error, message):
     store = latents_store
-    name = f"bad-{arrays[0].shape[0]}"
     _fake_latents(store, name, arrays)
     with pytest.raises(error, match=message):
         pretrain(datasets=[name], name=f"{name}-gan", settings=TINY, run=RunSettings(store=store.root))
