@@ -12,10 +12,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pretty_midi
 import soundfile as sf
+
+if TYPE_CHECKING:
+    from tasks.store import ArtifactStore
 
 
 def write_piano_midi(path: Path, seconds: float = 4.0, seed: int = 0, program: int = 0) -> Path:
@@ -208,3 +212,39 @@ def write_official_tiny_model(folder: Path, base_channels: int = 16, seed: int =
         networks = build_gan(GanConfig(base_channels=base_channels, small=True))
         save_gan_weights(folder, networks.generator, networks.generator_ema, networks.critic)
     return folder
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """`musika-piano ARGV` in-process: (exit code, stdout, stderr). Plain StringIO redirects, not
+    capsys: Prefect's console log handler keeps the stream it first saw, and capsys closes its
+    streams after each test."""
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from flows.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def publish_audio_dataset(
+    store: ArtifactStore, name: str, seconds: dict[str, float], with_duration_stat: bool = True
+) -> str:
+    """A normalize-stage dataset of synthetic piano audio, one item per (item id, seconds)."""
+    from tasks.audio_io import write_wav
+
+    items = []
+    for seed, (item_id, length) in enumerate(seconds.items()):
+        with store.publish_object("normalize", 1, {"test": name}, [f"sha256:{seed:064x}"], item=item_id) as staged:
+            write_wav(staged.dir / "audio.wav", piano_like(length, seed), 44100)
+        stats = {"duration_s": length} if with_duration_stat else {}
+        items.append({"item_id": item_id, "key": staged.key, "stats": stats})
+    return store.publish_dataset(name, stage="normalize", params={}, items=items).ref
+
+
+def publish_latents_dataset(store: ArtifactStore, name: str) -> str:
+    """An encode-stage dataset: objects holding latents.npy, no audio."""
+    with store.publish_object("encode", 1, {}, ["sha256:" + "e" * 64], item="a") as staged:
+        np.save(staged.dir / "latents.npy", np.zeros((4, 128), np.float32))
+    return store.publish_dataset(name, stage="encode", params={}, items=[{"item_id": "a", "key": staged.key}]).ref

@@ -3,10 +3,8 @@ mono and stereo, with a corrupt and a silent file; and the `dataset audio` / `da
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +13,9 @@ import pytest
 import soundfile as sf
 
 from flows.audio_dataset import build_audio_dataset
-from flows.cli import main
 from flows.params import QualitySettings, RunSettings, SegmentSettings
 from tasks.store import ArtifactStore
-from tests.helpers import audio_bytes, compilation, media_server, piano_like
+from tests.helpers import audio_bytes, compilation, media_server, piano_like, run_cli
 
 PIECE_S = 26.0
 SEGMENTS = SegmentSettings(min_segment_s=24.0, max_segment_s=60.0)
@@ -38,14 +35,6 @@ def recordings(tmp_path_factory) -> Path:
     (folder / "broken.mp3").write_bytes(b"ID3 but nothing else that a decoder could use" * 20)
     (folder / "notes.txt").write_text("not a recording: ignored")
     return folder
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    """The CLI in-process with plain StringIO redirects (see tests/flows/test_cli_flows.py)."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_recordings_folder_is_segmented_filtered_and_normalized(recordings, tmp_path):
@@ -91,18 +80,18 @@ def test_recordings_folder_is_segmented_filtered_and_normalized(recordings, tmp_
 def test_dataset_audio_cli_publishes_then_reports_unchanged(recordings, tmp_path):
     argv = ["--store", str(tmp_path / "store"), "dataset", "audio", str(recordings / "sonatas"), "--name", "cli-rec",
             "--min-segment", "24", "--max-segment", "60"]
-    code, out, _ = _cli(*argv, "--json")
+    code, out, _ = run_cli(*argv, "--json")
     first = json.loads(out)
     assert code == 0 and first["ref"] == "cli-rec@1" and first["items"] == 2 and first["failures"] == 0
-    code, out, _ = _cli(*argv)
+    code, out, _ = run_cli(*argv)
     assert code == 0 and out.startswith("unchanged cli-rec@1: 2 segments, 0 dropped")
 
-    code, _, err = _cli(*argv[:-4], "--min-segment", "10")
+    code, _, err = run_cli(*argv[:-4], "--min-segment", "10")
     assert code == 2 and err.startswith("musika-piano: ") and "GAN window" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "noise.wav").write_bytes(b"RIFF....WAVEfmt garbage")
-    code, _, err = _cli("--store", str(tmp_path / "store"), "dataset", "audio", str(empty), "--name", "nothing")
+    code, _, err = run_cli("--store", str(tmp_path / "store"), "dataset", "audio", str(empty), "--name", "nothing")
     assert code == 2 and "all 1 items failed" in err and "not_audio" in err
 
 
@@ -113,10 +102,10 @@ def test_dataset_youtube_cli_publishes_a_direct_media_url(tmp_path):
         argv = ["--store", str(tmp_path / "store"), "dataset", "youtube", server.url("/media/piece.wav"),
                 "--name", "cli-yt", "--min-segment", "24", "--max-segment", "60", "--sleep", "0", "--retries", "0",
                 "--max-items", "5"]
-        code, out, err = _cli(*argv, "--json")
+        code, out, err = run_cli(*argv, "--json")
         assert code == 0, err
         result = json.loads(out)
         assert result["ref"] == "cli-yt@1" and result["items"] == 1
         assert result["stages"]["download"] == {"computed": 1, "reused": 0, "failed": 0}
-        code, _, err = _cli(*argv[:4], "not-a-source", "--name", "cli-yt")
+        code, _, err = run_cli(*argv[:4], "not-a-source", "--name", "cli-yt")
         assert code == 2 and "not-a-source" in err

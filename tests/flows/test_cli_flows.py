@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 
-from flows.cli import main
-from tests.helpers import write_piano_midi
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process. Plain StringIO redirects, not capsys: Prefect's console log
-    handler keeps the stream it first saw, and capsys closes its streams after each test."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
+from tests.helpers import run_cli, write_piano_midi
 
 
 def test_dataset_midi_publishes_then_reports_unchanged(tmp_path):
@@ -24,14 +12,14 @@ def test_dataset_midi_publishes_then_reports_unchanged(tmp_path):
     for index in range(2):
         write_piano_midi(folder / f"p{index}.mid", seconds=3.0, seed=index)
     argv = ["--store", str(tmp_path / "store"), "dataset", "midi", str(folder), "--name", "cli-midi"]
-    code, out, _ = _cli(*argv, "--json")
+    code, out, _ = run_cli(*argv, "--json")
     first = json.loads(out)
     assert code == 0 and first["ref"] == "cli-midi@1" and first["created"] and first["items"] == 2
 
-    code, out, _ = _cli(*argv, "--lufs", "-20")
+    code, out, _ = run_cli(*argv, "--lufs", "-20")
     assert code == 0 and out.startswith("unchanged cli-midi@1: 2 items")
 
-    code, out, _ = _cli(*argv, "--lufs", "-23")
+    code, out, _ = run_cli(*argv, "--lufs", "-23")
     assert code == 0 and out.startswith("published cli-midi@2")
 
 
@@ -39,7 +27,7 @@ def test_missing_soundfont_is_named_in_a_one_line_error(tmp_path):
     folder = tmp_path / "midi"
     write_piano_midi(folder / "p.mid", seconds=2.0)
     missing = tmp_path / "nowhere" / "grand.sf2"
-    code, _, err = _cli("--store", str(tmp_path / "store"), "dataset", "midi", str(folder), "--name", "x",
+    code, _, err = run_cli("--store", str(tmp_path / "store"), "dataset", "midi", str(folder), "--name", "x",
                         "--soundfont", str(missing))
     assert code == 2
     assert err.startswith("musika-piano: ") and str(missing) in err

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ import soundfile
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from flows.cli import main
 from flows.encode_dataset import encode_dataset
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
@@ -26,7 +23,7 @@ from tasks.checkpoints import import_official_checkpoint
 from tasks.encode import LATENTS_FILE
 from tasks.models import NotAModelError
 from tasks.store import ArtifactStore
-from tests.helpers import write_piano_midi
+from tests.helpers import run_cli, write_piano_midi
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +39,6 @@ def prepared(tmp_path_factory) -> ArtifactStore:
         write_piano_midi(midi / f"p{index}.mid", seconds=3.0, seed=index)
     build_midi_dataset(name="piano", sources=[str(midi)], run=RunSettings(store=store.root))
     return store
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_encode_publishes_latents_then_a_rerun_is_cached(prepared):
@@ -86,13 +76,13 @@ def test_encode_publishes_latents_then_a_rerun_is_cached(prepared):
 def test_a_model_without_an_autoencoder_is_refused(prepared):
     with pytest.raises(NotAModelError, match="piano@1 .*is not a model.*no 'autoencoder' or 'gan' item"):
         encode_dataset(dataset="piano", autoencoder="piano", run=RunSettings(store=prepared.root))
-    code, _, err = _cli("--store", prepared.root, "encode", "piano", "--autoencoder", "piano")
+    code, _, err = run_cli("--store", prepared.root, "encode", "piano", "--autoencoder", "piano")
     assert code == 2 and "is not a model" in err
 
 
 def test_cli_encode_json(prepared):
     argv = ["--store", prepared.root, "encode", "piano@1", "--autoencoder", "tiny-ae@1", "--name", "cli-latents"]
-    code, out, _ = _cli(*argv, "--json")
+    code, out, _ = run_cli(*argv, "--json")
     result = json.loads(out)
     assert code == 0 and result["ref"] == "cli-latents@1" and result["items"] == 2
     assert result["stages"]["encode"]["failed"] == 0

@@ -3,12 +3,10 @@ nothing, several checkpoints in one table, bad inputs refused, the CLI (`flows.c
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,6 @@ import soundfile
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows.cli import main
 from flows.evaluate import EvaluateSettings, evaluate
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
@@ -34,7 +31,7 @@ from tasks.evaluate import (
 from tasks.metrics import CLIP_METRICS, METRICS, measure_clip
 from tasks.models import NotAModelError
 from tasks.store import ArtifactStore, DatasetItem
-from tests.helpers import write_official_tiny_model, write_piano_midi
+from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi
 
 SMALL = EvaluateSettings(samples=2, seconds=3.0, reference_items=2, segment_lengths=[2.0])
 SMALL_FLAGS = ("--samples", "2", "--seconds", "3", "--reference-items", "2", "--segment-lengths", "2")
@@ -66,13 +63,6 @@ def _artifact(key: str):
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     return found[-1] if found else None
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_evaluation_follows_the_contract_and_a_rerun_recomputes_nothing(prepared):
@@ -132,7 +122,7 @@ def test_evaluation_follows_the_contract_and_a_rerun_recomputes_nothing(prepared
     assert markdown.type == "markdown"
     assert all(line in markdown.data for line in flags) and (flags or "No flags" in markdown.data)
 
-    code, out, _ = _cli("--store", store.root, "evaluate", "tiny@1", "--reference", "piano@1", *SMALL_FLAGS, "--json")
+    code, out, _ = run_cli("--store", store.root, "evaluate", "tiny@1", "--reference", "piano@1", *SMALL_FLAGS, "--json")
     again = json.loads(out)
     assert code == 0 and not again["created"] and again["ref"] == "eval-piano@1"
     assert again["subjects"] == {"piano@1": "reused", "tiny@1": "reused"}
@@ -142,7 +132,7 @@ def test_evaluation_follows_the_contract_and_a_rerun_recomputes_nothing(prepared
 
 def test_two_checkpoints_and_an_autoencoder_give_one_table(prepared):
     store = prepared
-    code, out, _ = _cli("--store", store.root, "evaluate", "tiny", "tiny-b", "tiny-ae", "tiny@1", "--reference",
+    code, out, _ = run_cli("--store", store.root, "evaluate", "tiny", "tiny-b", "tiny-ae", "tiny@1", "--reference",
                         "piano", "--name", "eval-three", *SMALL_FLAGS)
     lines = out.splitlines()
     assert code == 0 and re.fullmatch(r"published eval-three@1 \([0-4] of 4 subjects computed\)", lines[0])
@@ -176,10 +166,10 @@ def test_bad_inputs_are_refused_before_anything_is_published(prepared):
         evaluate(checkpoints=["piano"], reference="piano", name="eval-bad", settings=SMALL, run=run)
     with pytest.raises(NoUsableReference, match="tiny-ae@1: none of its 1 items could be read"):
         evaluate(checkpoints=["tiny"], reference="tiny-ae", name="eval-bad", settings=SMALL, run=run)
-    code, out, err = _cli("--store", store.root, "evaluate", "tiny", "--reference", "piano", "--name", "eval-bad",
+    code, out, err = run_cli("--store", store.root, "evaluate", "tiny", "--reference", "piano", "--name", "eval-bad",
                           "--base-channels", "64", *SMALL_FLAGS)
     assert code == 2 and out == "" and "base_channels=16" in err and "base_channels=64" in err
-    code, _, err = _cli("--store", store.root, "evaluate", "tiny", "--reference", "piano", "--samples", "65")
+    code, _, err = run_cli("--store", store.root, "evaluate", "tiny", "--reference", "piano", "--samples", "65")
     assert code == 2 and "samples" in err and "less than or equal to 64" in err
     assert store.version_numbers("eval-bad") == []
 

@@ -27,8 +27,7 @@ from tasks.autoencoder import (
 from tasks.encode import LATENTS_FILE
 from tasks.models import AUTOENCODER_ITEM, resolve_model
 from tasks.store import ArtifactStore, DatasetNotFoundError
-from tests.helpers import write_piano_midi
-from tests.unit.test_autoencoder_stage import publish_audio_dataset, publish_latents_dataset
+from tests.helpers import publish_audio_dataset, publish_latents_dataset, write_piano_midi
 
 TINY = AutoencoderTrainingSettings(preset="tiny")
 

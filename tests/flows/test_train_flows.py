@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ from tasks.generate import SAMPLE_FILE, InvalidGenerateRequest
 from tasks.models import resolve_model
 from tasks.publishing import code_version
 from tasks.store import ArtifactStore
-from tests.helpers import write_official_tiny_model, write_piano_midi
+from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi
 
 TINY = TrainingSettings(preset="tiny", publish_every=1)
 
@@ -50,13 +50,6 @@ def latents_store(tmp_path_factory) -> ArtifactStore:
 def pretrained(latents_store) -> dict:
     """The tiny GAN `gan` pretrained on a-latents (two epochs, a version per epoch)."""
     return pretrain(datasets=["a-latents"], name="gan", settings=TINY, run=RunSettings(store=latents_store.root))
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def _artifacts(key: str) -> list:
@@ -168,9 +161,9 @@ def test_unusable_latents_fail_before_anything_is_published(latents_store, name,
 
 
 def test_datasets_that_are_not_latents_are_refused_with_the_fix(latents_store):
-    code, _, err = _cli("--store", latents_store.root, "train", "pretrain", "a", "--name", "x", "--preset", "tiny")
+    code, _, err = run_cli("--store", latents_store.root, "train", "pretrain", "a", "--name", "x", "--preset", "tiny")
     assert code == 2 and "a@1 is a" in err and "not latents; encode it first" in err
-    code, _, err = _cli("--store", latents_store.root, "train", "pretrain", "a-latents:0", "--name", "x")
+    code, _, err = run_cli("--store", latents_store.root, "train", "pretrain", "a-latents:0", "--name", "x")
     assert code == 2 and "weight must be a positive number" in err
 
 
@@ -193,13 +186,13 @@ def test_generate_publishes_seeded_samples_and_reuses_them(latents_store, tmp_pa
 
 def test_cli_train_and_generate_print_where_things_are(latents_store, pretrained):
     root = latents_store.root
-    code, out, _ = _cli("--store", root, "train", "pretrain", "a-latents", "--name", "gan", "--preset", "tiny",
+    code, out, _ = run_cli("--store", root, "train", "pretrain", "a-latents", "--name", "gan", "--preset", "tiny",
                         "--publish-every", "1", "--json")
     assert code == 0 and json.loads(out)["ref"] == "gan@2"
-    code, out, _ = _cli("--store", root, "train", "pretrain", "a-latents", "--name", "gan", "--preset", "tiny",
+    code, out, _ = run_cli("--store", root, "train", "pretrain", "a-latents", "--name", "gan", "--preset", "tiny",
                         "--publish-every", "1")
     assert code == 0 and "already trained, nothing recomputed" in out and "tensorboard --logdir" in out
-    code, out, err = _cli("--store", root, "generate", "gan", "--seconds", "1", "--count", "1", "--base-channels", "32")
+    code, out, err = run_cli("--store", root, "generate", "gan", "--seconds", "1", "--count", "1", "--base-channels", "32")
     assert code == 2 and "base_channels=16" in err and "base_channels=32" in err
     err = io.StringIO()
     with redirect_stderr(err), pytest.raises(SystemExit) as exited:

@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from musika_model.ae_training import AeTrainingConfig, AeTrainingError
 from musika_model.config import AutoencoderConfig
 from tasks import autoencoder
-from tasks.audio_io import write_wav
 from tasks.autoencoder import AutoencoderStageError, TrainingItem, plan_training, select_evenly
 from tasks.store import ArtifactStore, object_key
-from tests.helpers import piano_like
+from tests.helpers import publish_audio_dataset, publish_latents_dataset
 
 TINY = AutoencoderConfig.tiny()
-
-
-def publish_audio_dataset(
-    store: ArtifactStore, name: str, seconds: dict[str, float], with_duration_stat: bool = True
-) -> str:
-    """A normalize-stage dataset of synthetic piano audio, one item per (item id, seconds)."""
-    items = []
-    for seed, (item_id, length) in enumerate(seconds.items()):
-        with store.publish_object(
-            "normalize", 1, {"test": name}, [f"sha256:{seed:064x}"], item=item_id
-        ) as staged:
-            write_wav(staged.dir / "audio.wav", piano_like(length, seed), 44100)
-        stats = {"duration_s": length} if with_duration_stat else {}
-        items.append({"item_id": item_id, "key": staged.key, "stats": stats})
-    return store.publish_dataset(name, stage="normalize", params={}, items=items).ref
-
-
-def publish_latents_dataset(store: ArtifactStore, name: str) -> str:
-    """An encode-stage dataset: objects holding latents.npy, no audio."""
-    with store.publish_object("encode", 1, {}, ["sha256:" + "e" * 64], item="a") as staged:
-        np.save(staged.dir / "latents.npy", np.zeros((4, 128), np.float32))
-    return store.publish_dataset(
-        name, stage="encode", params={}, items=[{"item_id": "a", "key": staged.key}]
-    ).ref
 
 
 @pytest.fixture

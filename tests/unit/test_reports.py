@@ -4,7 +4,6 @@ plots behind them, and the `report` command."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import json
 import re
@@ -21,6 +20,7 @@ from PIL import Image
 from tasks import plots
 from tasks.reports import build_report, write_report
 from tasks.store import ArtifactStore
+from tests.helpers import run_cli
 
 SR = 44100
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -197,15 +197,6 @@ def test_evaluation_report_has_bars_table_flags_and_players(evaluation):
     assert '<td class="best num">2.5</td>' in document
     assert '<td class="best num">12.5</td>' in document  # the lower Frechet distance
     assert "<script" not in document and "http://" not in document and "https://" not in document
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    from flows.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_report_command_copies_the_report_out_and_its_audio_still_plays(evaluation, tmp_path):
