@@ -15,7 +15,6 @@ The version (`eval-<reference name>` by default), stage "evaluate":
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -26,7 +25,7 @@ from flows.params import RunSettings
 from tasks import evaluate as stage
 from tasks.metrics import METRICS
 from tasks.models import resolve_model
-from tasks.publishing import code_version
+from tasks.publishing import artifact_key, code_version
 from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore
 
@@ -57,11 +56,6 @@ class EvaluateSettings(BaseModel):
 
 
 DEFAULT_SETTINGS = EvaluateSettings()
-
-
-def evaluation_artifact_key(name: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return "evaluation-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
 
 
 def _flags_markdown(name: str, lines: list[str]) -> str:
@@ -121,9 +115,10 @@ def evaluate(
     state = "published" if version.created else "unchanged, kept"
     logger.info("%s %s: %d checkpoints against %s", state, version.ref, len(model_plans), reference_version.ref)
     flags = stage.flag_lines(results)
-    create_table_artifact(key=evaluation_artifact_key(target), table=rows,
+    key = artifact_key(target, "evaluation")
+    create_table_artifact(key=key, table=rows,
                           description=f"Evaluation **{version.ref}** ({state}) against {reference_version.ref}")
-    create_markdown_artifact(key=f"{evaluation_artifact_key(target)}-flags", markdown=_flags_markdown(version.ref, flags),
+    create_markdown_artifact(key=f"{key}-flags", markdown=_flags_markdown(version.ref, flags),
                              description=f"Flags of {version.ref}")
     report = report_or_warn(store, version.ref)  # a failed report is a warning: the version stays
     return {**version.to_dict(), "uri": store.dataset_uri(version.name, version.version), "report": report,

@@ -24,7 +24,6 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 
 from tasks.batching import ItemOutcome
-from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion
 
 DATASET_PUBLISHED_EVENT = "musika.dataset.published"
@@ -107,9 +106,9 @@ def code_version() -> str:
             return "unknown"
 
 
-def artifact_key(name: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    return "dataset-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+def artifact_key(name: str, kind: str = "dataset") -> str:
+    """`<kind>-<name>` as a Prefect artifact key (lowercase letters, digits and dashes only)."""
+    return f"{kind}-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
 
 
 def _flatten(name: str, value: Any) -> list[dict[str, Any]]:
@@ -145,6 +144,8 @@ def publish_dataset_version(
 
     `sources`, when given, is a per-source breakdown (`summarize_sources`) kept in the stats.
     """
+    from tasks.reports import report_or_warn  # reports use this module's artifact keys
+
     logger = get_run_logger()
     store = ArtifactStore(store_root)
     kept = sorted((o for o in outcomes if o.ok), key=lambda o: o.item_id)

@@ -20,7 +20,6 @@ import html
 import json
 import os
 import posixpath
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from tasks.encode import LATENTS_FILE
 from tasks.encode import STAGE as ENCODE_STAGE
 from tasks.loudness import STAGE as NORMALIZE_STAGE
 from tasks.models import AUTOENCODER_ITEM, GAN_ITEM
+from tasks.publishing import artifact_key
 from tasks.store import ArtifactStore, DatasetVersion
 from tasks.store.layout import object_rel, report_rel
 
@@ -72,7 +72,7 @@ figcaption { font-size: .85em; color: #555; } .note { color: #666; font-size: .9
 
 def report_artifact_key(name: str) -> str:
     """`report-<name>` in the lowercase letters, digits and dashes Prefect artifact keys allow."""
-    return "report-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    return artifact_key(name, "report")
 
 
 # ---- HTML pieces --------------------------------------------------------------------------------

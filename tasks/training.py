@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.encode import LATENTS_FILE
 from tasks.encode import STAGE as ENCODE_STAGE
 from tasks.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, load_autoencoder
+from tasks.publishing import artifact_key
 from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 
@@ -380,10 +380,6 @@ MODEL_PUBLISHED_EVENT = "musika.model.published"
 PROGRESS_EVERY_SECONDS = 10.0
 
 
-def _artifact_slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
-
-
 def epoch_table(history: Sequence[dict], events: Sequence) -> list[dict[str, Any]]:
     """One row per finished epoch (losses, lr, seconds, collapse verdict) plus one per event."""
     rows: list[dict[str, Any]] = [
@@ -414,12 +410,11 @@ class TrainingReporter:
         from prefect.artifacts import create_progress_artifact
 
         self.store, self.plan, self.publish_every, self.logger = store, plan, publish_every, logger
-        self.slug = _artifact_slug(plan.name)
         self.published: list[str] = []
         self._history = [dict(entry) for entry in history]
         self._last_update = 0.0
         self.progress_id = create_progress_artifact(
-            0.0, key=f"training-progress-{self.slug}",
+            0.0, key=artifact_key(plan.name, "training-progress"),
             description=f"{plan.kind} of **{plan.name}** ({plan.config.total_steps} steps)",
         )
 
@@ -458,7 +453,7 @@ class TrainingReporter:
         self._history.append({"epoch": progress.epoch, "step": progress.step, "lr": progress.lr,
                               **progress.losses, "collapse": progress.collapse})
         create_table_artifact(
-            key=f"training-{self.slug}",
+            key=artifact_key(self.plan.name, "training"),
             table=epoch_table(self._history, progress.events),
             description=f"Per-epoch losses, lr and divergence events of **{self.plan.name}**",
         )
@@ -498,7 +493,7 @@ class TrainingReporter:
         links = "\n".join(f"- [{path.name}]({path.as_uri()})" for path in samples) or "- (no audio samples)"
         location = self.store.dataset_uri(version.name, version.version)
         create_markdown_artifact(
-            key=f"samples-{self.slug}",
+            key=artifact_key(self.plan.name, "samples"),
             markdown=f"### {version.ref} (step {version.stats.get('step')}, epoch "
                      f"{version.stats.get('epoch')}{', final' if final else ''})\n\n{links}\n\n"
                      f"Model version: [{location}]({location})",
