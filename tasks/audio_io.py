@@ -66,6 +66,16 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     return target
 
 
+def write_pcm16_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Write 16-bit PCM WAV (what every player and browser takes), clipped to [-1, 1], channels as
+    given; for generated samples people listen to."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(target, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), int(sample_rate), subtype="PCM_16",
+             format="WAV")
+    return target
+
+
 def write_pcm16_flac(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
     """Write stereo 16-bit FLAC at the fastest compression level (about 8x smaller than float WAV).
 

@@ -32,7 +32,7 @@ import soundfile as sf
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.audio_io import AudioFormatError, as_stereo_float32, single_audio_file
+from tasks.audio_io import AudioFormatError, as_stereo_float32, single_audio_file, write_pcm16_wav
 from tasks.batching import StageFailed
 from tasks.metrics import (
     METRICS,
@@ -189,9 +189,8 @@ def load_crops(
 
 def write_sample(path: Path, audio: np.ndarray) -> None:
     """16-bit PCM WAV; NaN/Inf written as 0 (they are flagged in the measures)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = np.clip(np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0), -1, 1)
-    sf.write(str(path), clean, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    write_pcm16_wav(path, np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0),
+                    SAMPLE_RATE)
 
 
 # ---- measuring -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.audio_io import write_pcm16_wav
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.models import StoredModel, load_autoencoder, load_generator
 from tasks.store import ArtifactStore, object_key
@@ -51,8 +52,6 @@ def plan_samples(model: StoredModel, seconds: float, count: int, truncation: flo
 
 def generate_sample(store_root: str, item: WorkItem, out_dir: Path, base_channels: int | None) -> dict[str, Any]:
     """Generate one sample into `out_dir/sample.wav`; non-finite output becomes `ItemFailed`."""
-    import soundfile
-
     from musika_model.generation import generate
 
     gan_key, ae_key = item.inputs
@@ -62,7 +61,7 @@ def generate_sample(store_root: str, item: WorkItem, out_dir: Path, base_channel
     audio = generate(generator, autoencoder, params["seconds"], 1, params["truncation"], params["seed"])[0]
     if not np.isfinite(audio).all():
         raise ItemFailed("non-finite", f"seed {params['seed']}: the model produced NaN/Inf audio")
-    soundfile.write(out_dir / SAMPLE_FILE, np.clip(audio, -1.0, 1.0), 44100, subtype="PCM_16")
+    write_pcm16_wav(out_dir / SAMPLE_FILE, audio, 44100)
     peak = float(np.abs(audio).max())
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
     return {"duration_s": round(len(audio) / 44100, 3), "seed": params["seed"],

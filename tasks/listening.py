@@ -22,9 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tasks import models
+from tasks.audio_io import write_pcm16_wav
 from tasks.spectrograms import mel_spectrogram_png
 from tasks.store import ArtifactStore, DatasetVersion
 
@@ -406,7 +405,6 @@ def generate_clips(
     Each call writes into a new folder under `output_dir` (default: the system temp dir):
     `<model>-seed<S>-<i>.wav` (16-bit PCM, what browsers and editors play) and its mel PNG.
     """
-    import soundfile as sf
     import tensorflow as tf
 
     from musika_model.config import SAMPLE_RATE
@@ -425,7 +423,7 @@ def generate_clips(
     clips = []
     for index, audio in enumerate(pieces, start=1):
         wav_path = folder / f"{stem}-{index}.wav"
-        sf.write(str(wav_path), np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+        write_pcm16_wav(wav_path, audio, SAMPLE_RATE)
         png_path = wav_path.with_suffix(".png")
         title = f"{choice.short_name} · seed {request.seed} · sample {index}"
         png_path.write_bytes(mel_spectrogram_png(audio, SAMPLE_RATE, title=title))
