@@ -42,7 +42,7 @@ def demo(store: str | None = None, autoencoder: str | None = None, sample_second
     summary = [f"store: {opened.root}"]
     datasets = {name: build_midi_dataset(name=name, sources=[str(folder)], run=run)
                 for name, folder in DEMO_DATASETS.items()}
-    for name, result in datasets.items():
+    for result in datasets.values():
         version = opened.resolve(result["ref"])
         summary.append(f"dataset {result['ref']}: {_state(result['created'])}, {result['items']} items, "
                        f"{result['failures']} failures")
