@@ -518,7 +518,7 @@ def train_gan(store_root: str, plan: TrainingPlan, run_dir: str, publish_every: 
     store = ArtifactStore(store_root)
     folder = Path(run_dir)
     last = latest_checkpoint(folder)
-    history = read_checkpoint_info(last).training.history if last is not None else []
+    history = read_checkpoint_info(last, verify_hashes=False).training.history if last is not None else []
     reporter = TrainingReporter(store, plan, publish_every, logger, history)
     final_key = finished_checkpoint(store, plan)
     trained = final_key is None
