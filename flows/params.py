@@ -117,7 +117,19 @@ class TrainingSettings(BaseModel):
         default=None, description="Treat collapsed samples (silence, beeps) like a NaN: roll back, lower the lr.",
     )
     mixed_precision: bool | None = Field(default=None, description="None: on when a GPU is visible.")
+    mixed_precision_dtype: Literal["float16", "bfloat16"] | None = Field(
+        default=None, description="Half type of mixed precision: float16 (with dynamic loss scaling; any CUDA GPU) "
+        "or bfloat16 (no loss scaling; Ampere or newer GPUs, CPUs with AVX512-BF16). None: float16.",
+    )
     xla: bool | None = Field(default=None, description="None: on when a GPU is visible.")
+    device: Literal["auto", "gpu", "cpu"] = Field(
+        default="auto", description="auto: a GPU when TensorFlow sees one, else the CPU; gpu: refuse to start "
+        "without one; cpu: hide the GPUs from this run.",
+    )
+    allow_cpu: bool = Field(
+        default=False, description="Train a GPU-sized preset (piano_pretrain, finetune_recordings) without a GPU, "
+        "which takes weeks; without it such a run is refused before it starts.",
+    )
     runs_dir: str | None = Field(
         default=None, description="Where run folders (checkpoints, TensorBoard) live; default MUSIKA_PIANO_RUNS "
         "or runs/ beside the store.",

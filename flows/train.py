@@ -24,7 +24,8 @@ DEFAULT_RUN = RunSettings()
 PRETRAIN_DEFAULTS = TrainingSettings(preset="piano_pretrain")
 FINETUNE_DEFAULTS = TrainingSettings(preset="finetune_recordings")
 _CONFIG_FIELDS = {"base_channels", "small", "lr_phases", "batch_size", "iterations_per_epoch", "save_every",
-                  "keep_checkpoints", "seed", "max_rollbacks", "collapse_as_divergence", "mixed_precision", "xla"}
+                  "keep_checkpoints", "seed", "max_rollbacks", "collapse_as_divergence", "mixed_precision",
+                  "mixed_precision_dtype", "xla"}
 
 
 def _overrides(settings: TrainingSettings) -> dict:

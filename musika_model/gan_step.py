@@ -127,7 +127,9 @@ def crop_coordinates(path: tf.Tensor, gan: GanConfig, rng: tf.random.Generator) 
     """One training window (B, L, 2 * coord_depth) of `path`, at an offset drawn uniformly per batch."""
     offsets = tf.constant(crop_offsets(gan), dtype=tf.int32)
     start = offsets[rng.uniform((), 0, len(crop_offsets(gan)), dtype=tf.int32)]
-    window = path[:, start : start + gan.latent_length]
+    # A gather of `latent_length` frames keeps the window's shape static, which XLA needs (a
+    # slice `start:start + L` with a drawn start has no static size under jit_compile).
+    window = tf.gather(path, start + tf.range(gan.latent_length), axis=1)
     return tf.ensure_shape(window, (None, gan.latent_length, 2 * gan.coord_depth))
 
 

@@ -76,6 +76,7 @@ TENSORBOARD_DIR = "tensorboard"
 LOSS_KEYS = ("critic_real", "critic_fake", "generator", "r1_penalty", "r1_weight", "switch")
 SWITCH_START = -1.0
 HASH_BLOCK = 1 << 20
+MIXED_PRECISION_DTYPES = ("float16", "bfloat16")
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -137,6 +138,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     mixed_precision: bool | None = None
     """None: on when a GPU is visible (fp32 on CPU)."""
+    mixed_precision_dtype: str = "float16"
+    """The half type of mixed precision: "float16" (dynamic loss scaling) or "bfloat16" (float32's
+    exponent range, no loss scaling; needs hardware with bfloat16 kernels)."""
     xla: bool | None = None
     """None: on when a GPU is visible."""
     log_every: int = 20
@@ -178,6 +182,11 @@ class TrainConfig:
             )
         if self.max_rollbacks < 0 or self.sample_count < 0:
             raise TrainConfigError("max_rollbacks and sample_count must not be negative")
+        if self.mixed_precision_dtype not in MIXED_PRECISION_DTYPES:
+            raise TrainConfigError(
+                f"mixed_precision_dtype must be one of {', '.join(MIXED_PRECISION_DTYPES)}, "
+                f"got {self.mixed_precision_dtype!r}"
+            )
         if not 0.0 <= self.ema_decay < 1.0 or self.r1_max_weight < 0:
             raise TrainConfigError(
                 f"ema_decay must be in [0, 1) and r1_max_weight >= 0, got {self.ema_decay}, "
@@ -202,9 +211,14 @@ class TrainConfig:
         return len(self.lr_phases) - 1, self.lr_phases[-1][1]
 
     def to_dict(self) -> dict:
+        """Plain data; fields added after the first release are left out at their defaults,
+        so the run keys of configurations that do not use them stay what they were."""
         data = asdict(self)
         data["gan"] = self.gan.to_dict()
         data["lr_phases"] = [[epochs, lr] for epochs, lr in self.lr_phases]
+        for name, default in _LATER_FIELD_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
@@ -219,6 +233,9 @@ class TrainConfig:
         if "lr_phases" in values:
             values["lr_phases"] = tuple(tuple(phase) for phase in values["lr_phases"])
         return cls(**values)
+
+
+_LATER_FIELD_DEFAULTS = {"mixed_precision_dtype": "float16"}
 
 
 def piano_pretrain() -> TrainConfig:
