@@ -11,13 +11,17 @@ import argparse
 import json
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from flows import cli_app, cli_evaluate, cli_report
+from flows.params import AutoencoderTrainingSettings, TrainingSettings
 from tasks.batching import StageFailed
 from tasks.sources import SourceNotFound
 from tasks.store import ArtifactStore, StoreError
@@ -198,15 +202,55 @@ def _lr_phases(text: str) -> list[tuple[int, float]]:
     return phases
 
 
-def _training_settings(args: argparse.Namespace):
-    from flows.params import TrainingSettings
+_Settings = typing.TypeVar("_Settings", bound=BaseModel)
 
-    values = {"preset": args.preset, "base_channels": args.base_channels, "lr_phases": args.lr_phases,
-              "batch_size": args.batch_size, "iterations_per_epoch": args.iterations_per_epoch,
-              "save_every": args.save_every, "keep_checkpoints": args.keep_checkpoints, "seed": args.seed,
-              "publish_every": args.publish_every, "runs_dir": args.runs_dir,
-              "concurrency_limit": args.concurrency_limit, "collapse_as_divergence": args.collapse_as_divergence or None}
-    return TrainingSettings(**{key: value for key, value in values.items() if value is not None})
+
+def settings_from_args(model: type[_Settings], args: argparse.Namespace) -> _Settings:
+    """The settings model from its flags (`_add_settings_flags`); flags not given keep the defaults."""
+    values = {name: getattr(args, name) for name in model.model_fields}
+    return model(**{name: value for name, value in values.items() if value is not None})
+
+
+def _setting_help(field: FieldInfo, default: Any) -> str:
+    """The field's description (one text for the CLI and the deployment forms) with its default;
+    a field whose default is None says in its description what that means."""
+    text = (field.description or "").replace("%", "%%")
+    if default is None:
+        return text
+    shown = ("on" if default else "off") if isinstance(default, bool) else default
+    return f"{text.removesuffix('.')} (default: {shown})."
+
+
+def _add_setting_flag(parser: argparse.ArgumentParser, model: type[BaseModel], name: str, default: Any = None,
+                     parse: Callable[[str], Any] | None = None) -> None:
+    """`--field-name` for one field of a settings model: `bool | None` as --x/--no-x, `bool` as --x,
+    a Literal as choices, int/float/str as such; other types need `parse`. `default`: the flag's own
+    default (the field's when None), shown in the help."""
+    field = model.model_fields[name]
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        annotation = kinds[0] if len(kinds) == 1 else annotation
+    options: dict[str, Any] = {"default": default,
+                               "help": _setting_help(field, field.default if default is None else default)}
+    if annotation is bool:
+        options["action"] = argparse.BooleanOptionalAction if field.default is None else "store_true"
+    elif typing.get_origin(annotation) is Literal:
+        options["choices"] = typing.get_args(annotation)
+    elif parse is not None or annotation in (int, float, str):
+        options["type"] = parse or annotation
+        options["metavar"] = "N" if annotation is int else None
+    else:
+        raise TypeError(f"{model.__name__}.{name} ({field.annotation}) needs a parse function for its flag")
+    parser.add_argument("--" + name.replace("_", "-"), **options)
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseModel], skip: Sequence[str] = (),
+                       parse: dict[str, Callable[[str], Any]] | None = None) -> None:
+    """A flag for every field of `model` but `skip` (`_add_setting_flag`)."""
+    for name in model.model_fields:
+        if name not in skip:
+            _add_setting_flag(parser, model, name, parse=(parse or {}).get(name))
 
 
 def _human_training(result: dict) -> str:
@@ -221,33 +265,33 @@ def _human_training(result: dict) -> str:
 
 def cmd_train_pretrain(args: argparse.Namespace) -> int:
     from flows.params import RunSettings
-    from flows.train import pretrain
+    from flows.train import checked_config, pretrain
 
-    result = pretrain(datasets=args.datasets, name=args.name, settings=_training_settings(args),
-                      run=RunSettings(store=args.store))
+    settings = settings_from_args(TrainingSettings, args)
+    checked_config(settings)  # refuse a GPU preset without a GPU before Prefect starts
+    result = pretrain(datasets=args.datasets, name=args.name, settings=settings, run=RunSettings(store=args.store))
     _print(args, result, _human_training)
     return 0
 
 
 def cmd_train_finetune(args: argparse.Namespace) -> int:
     from flows.params import RunSettings
-    from flows.train import finetune
+    from flows.train import checked_config, finetune, parent_networks
 
+    settings = settings_from_args(TrainingSettings, args)
+    checked_config(settings, parent_networks(_store(args), args.parent)[1])  # before Prefect starts
     result = finetune(parent=args.parent, datasets=args.datasets, name=args.name, replay=args.replay,
-                      settings=_training_settings(args), run=RunSettings(store=args.store))
+                      settings=settings, run=RunSettings(store=args.store))
     _print(args, result, _human_training)
     return 0
 
 
 def cmd_train_autoencoder(args: argparse.Namespace) -> int:
     from flows.params import RunSettings
-    from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
+    from flows.train_autoencoder import train_autoencoder_flow
 
-    overrides = {key: value for key, value in {"stage1_steps": args.stage1_steps, "stage2_steps": args.stage2_steps,
-                                                "seed": args.seed, "max_items": args.max_items}.items()
-                 if value is not None}
     result = train_autoencoder_flow(dataset=args.dataset, name=args.name,
-                                    settings=AutoencoderTrainingSettings(preset=args.preset, **overrides),
+                                    settings=settings_from_args(AutoencoderTrainingSettings, args),
                                     run=RunSettings(store=args.store))
     _print(args, result, lambda r: (
         f"{r['ref']}: {'trained' if r['trained'] else 'already trained, nothing recomputed'}\n  {r['uri']}"))
@@ -351,6 +395,7 @@ _STAGE_ERRORS: dict[str, tuple[str, ...]] = {
     "tasks.generate": ("InvalidGenerateRequest",),
     "musika_model.training": ("CheckpointError", "TrainConfigError", "TrainingDiverged"),
     "musika_model.training_data": ("TrainingDataError",),
+    "musika_model.devices": ("DeviceUnavailableError",),
 }
 """Per heavy module, its "fix your input" errors (missing soundfont or libfluidsynth3, bad loudness
 settings, unusable training data, ...)."""
@@ -477,24 +522,13 @@ def _add_training_commands(commands: argparse._SubParsersAction, common: argpars
     train = commands.add_parser("train", help="train the autoencoder, pretrain or fine-tune the GAN").add_subparsers(
         dest="train_command", required=True)
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument("--base-channels", type=int, help="network width (default: the preset's; fine-tune: the parent's)")
-    config.add_argument("--lr-phases", type=_lr_phases, help="EPOCHS@LR phases run in order, e.g. 15@4e-5,135@1e-5")
-    config.add_argument("--batch-size", type=int)
-    config.add_argument("--iterations-per-epoch", type=int)
-    config.add_argument("--save-every", type=int, help="save a checkpoint every N epochs")
-    config.add_argument("--keep-checkpoints", type=int, help="checkpoints kept in the run folder")
-    config.add_argument("--publish-every", type=int, help="publish a model version every N epochs (default 10)")
-    config.add_argument("--seed", type=int)
-    config.add_argument("--collapse-as-divergence", action="store_true",
-                        help="roll back and lower the lr when every sample of an epoch is silence or a beep")
-    config.add_argument("--runs-dir", help="run folders (default $MUSIKA_PIANO_RUNS or runs/ beside the store)")
-    config.add_argument("--concurrency-limit", help="Prefect global concurrency limit to hold while training")
+    _add_settings_flags(config, TrainingSettings, skip=["preset"], parse={"lr_phases": _lr_phases})
     datasets_help = "latents datasets NAME[@V][:WEIGHT] (from musika-piano encode)"
 
     pre = train.add_parser("pretrain", parents=[common, config], help="train a GAN from scratch on latents")
     pre.add_argument("datasets", nargs="+", help=datasets_help)
     pre.add_argument("--name", required=True, help="model name")
-    pre.add_argument("--preset", default="piano_pretrain", choices=["piano_pretrain", "finetune_recordings", "tiny"])
+    _add_setting_flag(pre, TrainingSettings, "preset", default="piano_pretrain")
     pre.set_defaults(func=cmd_train_pretrain)
 
     fine = train.add_parser("finetune", parents=[common, config], help="fine-tune a stored model on new latents")
@@ -503,19 +537,14 @@ def _add_training_commands(commands: argparse._SubParsersAction, common: argpars
     fine.add_argument("--name", help="model name (default <parent name>-ft)")
     fine.add_argument("--replay", type=float, default=0.0,
                       help="share of each batch drawn from the parent's own training data (0 to <1)")
-    fine.add_argument("--preset", default="finetune_recordings",
-                      choices=["piano_pretrain", "finetune_recordings", "tiny"])
+    _add_setting_flag(fine, TrainingSettings, "preset", default="finetune_recordings")
     fine.set_defaults(func=cmd_train_finetune)
 
     autoencoder = train.add_parser("autoencoder", parents=[common],
                                    help="train a small autoencoder on a normalized dataset (no official weights)")
     autoencoder.add_argument("dataset", help="normalized dataset: NAME or NAME@V")
     autoencoder.add_argument("--name", help="model name (default <dataset name>-ae)")
-    autoencoder.add_argument("--preset", default="full", choices=["tiny", "demo", "full"])
-    autoencoder.add_argument("--stage1-steps", type=int)
-    autoencoder.add_argument("--stage2-steps", type=int)
-    autoencoder.add_argument("--max-items", type=int, help="train on at most N items, evenly spread")
-    autoencoder.add_argument("--seed", type=int)
+    _add_settings_flags(autoencoder, AutoencoderTrainingSettings)
     autoencoder.set_defaults(func=cmd_train_autoencoder)
 
     generate = commands.add_parser("generate", parents=[common], help="generate samples with a stored model")

@@ -89,7 +89,10 @@ class QualitySettings(BaseModel):
 
 
 class TrainingSettings(BaseModel):
-    """A GAN training configuration: a preset, and any of its fields replaced."""
+    """A GAN training configuration: a preset, and any of its fields replaced.
+
+    Every field is also a flag of `musika-piano train pretrain|finetune` (`--field-name`, help
+    from the description), so a field left unset says its default in its description."""
 
     preset: Literal["piano_pretrain", "finetune_recordings", "tiny"] = Field(
         default="piano_pretrain",
@@ -98,30 +101,52 @@ class TrainingSettings(BaseModel):
     )
     base_channels: int | None = Field(
         default=None, ge=4, le=1024,
-        description="Network width; None keeps the preset's (fine-tuning: the parent's).",
+        description="Network width; default: the preset's (fine-tuning: the parent's).",
     )
-    small: bool | None = Field(default=None, description="128-frame windows instead of 256; None keeps the preset's.")
+    small: bool | None = Field(
+        default=None,
+        description="128-frame windows instead of 256; default: the preset's (fine-tuning: the parent's).",
+    )
     lr_phases: list[tuple[int, float]] | None = Field(
-        default=None, description="(epochs, learning rate) phases run in order, e.g. [[15, 4e-5], [135, 1e-5]].",
+        default=None, description="(epochs, learning rate) phases run in order: [[15, 4e-5], [135, 1e-5]], on "
+        "the command line 15@4e-5,135@1e-5; default: the preset's.",
     )
-    batch_size: int | None = Field(default=None, ge=1, le=1024)
-    iterations_per_epoch: int | None = Field(default=None, ge=1)
-    save_every: int | None = Field(default=None, ge=1, description="Save a checkpoint every N epochs.")
-    keep_checkpoints: int | None = Field(default=None, ge=1, description="Checkpoints kept in the run folder.")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=1024, description="Windows per training step; default: the preset's.",
+    )
+    iterations_per_epoch: int | None = Field(
+        default=None, ge=1, description="Steps per epoch; default: the preset's.",
+    )
+    save_every: int | None = Field(
+        default=None, ge=1, description="Save a checkpoint every N epochs; default: the preset's.",
+    )
+    keep_checkpoints: int | None = Field(
+        default=None, ge=1, description="Checkpoints kept in the run folder; default: the preset's.",
+    )
     publish_every: int = Field(
         default=10, ge=1, description="Publish a model version every N epochs (and always the final checkpoint).",
     )
-    seed: int | None = Field(default=None, ge=0)
-    max_rollbacks: int | None = Field(default=None, ge=0, description="Divergence rollbacks before giving up.")
-    collapse_as_divergence: bool | None = Field(
-        default=None, description="Treat collapsed samples (silence, beeps) like a NaN: roll back, lower the lr.",
+    seed: int | None = Field(
+        default=None, ge=0, description="Seed of the data draws and the initial weights; default: the preset's.",
     )
-    mixed_precision: bool | None = Field(default=None, description="None: on when a GPU is visible.")
+    max_rollbacks: int | None = Field(
+        default=None, ge=0, description="Divergence rollbacks (restore the last healthy epoch, halve the lr) "
+        "before giving up; default: the preset's.",
+    )
+    collapse_as_divergence: bool | None = Field(
+        default=None, description="Treat collapsed samples (silence, beeps) like a NaN: roll back, lower the lr; "
+        "default: the preset's (a warning only).",
+    )
+    mixed_precision: bool | None = Field(
+        default=None, description="Compute in a half type, keep float32 weights; default: on when a GPU is visible.",
+    )
     mixed_precision_dtype: Literal["float16", "bfloat16"] | None = Field(
         default=None, description="Half type of mixed precision: float16 (with dynamic loss scaling; any CUDA GPU) "
-        "or bfloat16 (no loss scaling; Ampere or newer GPUs, CPUs with AVX512-BF16). None: float16.",
+        "or bfloat16 (no loss scaling; Ampere or newer GPUs, CPUs with AVX512-BF16); default: float16.",
     )
-    xla: bool | None = Field(default=None, description="None: on when a GPU is visible.")
+    xla: bool | None = Field(
+        default=None, description="Compile the training step with XLA; default: on when a GPU is visible.",
+    )
     device: Literal["auto", "gpu", "cpu"] = Field(
         default="auto", description="auto: a GPU when TensorFlow sees one, else the CPU; gpu: refuse to start "
         "without one; cpu: hide the GPUs from this run.",
@@ -131,10 +156,45 @@ class TrainingSettings(BaseModel):
         "which takes weeks; without it such a run is refused before it starts.",
     )
     runs_dir: str | None = Field(
-        default=None, description="Where run folders (checkpoints, TensorBoard) live; default MUSIKA_PIANO_RUNS "
-        "or runs/ beside the store.",
+        default=None, description="Where run folders (checkpoints, TensorBoard) live; default: "
+        "$MUSIKA_PIANO_RUNS, else runs/ beside the store.",
     )
     concurrency_limit: str | None = Field(
         default=None, description="Prefect global concurrency limit held while training (the deployments use "
-        "'gpu'; create it first: prefect gcl create gpu --limit 1).",
+        "'gpu'; create it first: prefect gcl create gpu --limit 1); default: none.",
+    )
+
+
+class AutoencoderTrainingSettings(BaseModel):
+    """How long and how the autoencoder trains; a preset plus optional overrides. Every field is
+    also a flag of `musika-piano train autoencoder`."""
+
+    preset: Literal["demo", "tiny", "full"] = Field(
+        default="full",
+        description="full: 2000 + 1000 steps at batch 8 (the trainer's defaults); demo: 30-40 s "
+        "of training on 2 CPU cores; tiny: a few steps, for tests.",
+    )
+    stage1_steps: int | None = Field(default=None, ge=0, description="Level-1 steps; default: the preset's.")
+    stage2_steps: int | None = Field(default=None, ge=0, description="Level-2 steps; default: the preset's.")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=256, description="Crops per step; default: the preset's."
+    )
+    learning_rate: float | None = Field(
+        default=None, gt=0.0, description="Stage-1 Adam learning rate; default: the preset's."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, description="Seed of crops and initial weights; default: the preset's."
+    )
+    max_items: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train on at most this many items, spread evenly over the dataset (the training "
+        "audio is held in memory); default: all.",
+    )
+    width_divisor: int = Field(
+        default=16,
+        ge=1,
+        le=128,
+        description="Every hidden width of the official autoencoder divided by this "
+        "(1: the official widths, impractical on a CPU).",
     )

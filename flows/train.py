@@ -10,15 +10,21 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
 from flows.params import RunSettings, TrainingSettings
+from musika_model.devices import select_device
 from tasks import training
-from tasks.models import resolve_model
+from tasks.models import StoredModel, resolve_model
 from tasks.publishing import code_version
 from tasks.store import ArtifactStore
+
+if TYPE_CHECKING:
+    from musika_model.config import GanConfig
+    from musika_model.training import TrainConfig
 
 DEFAULT_RUN = RunSettings()
 PRETRAIN_DEFAULTS = TrainingSettings(preset="piano_pretrain")
@@ -30,6 +36,26 @@ _CONFIG_FIELDS = {"base_channels", "small", "lr_phases", "batch_size", "iteratio
 
 def _overrides(settings: TrainingSettings) -> dict:
     return settings.model_dump(include=_CONFIG_FIELDS, exclude_none=True)
+
+
+def checked_config(settings: TrainingSettings, parent_gan: GanConfig | None = None) -> TrainConfig:
+    """The run's TrainConfig, once `settings.device` is applied and a preset meant for a GPU is
+    refused when there is none (unless `settings.allow_cpu`). Runs before any network is built;
+    the CLI calls it before Prefect starts, too. Device and allow_cpu stay out of the config
+    (and so out of the run key): they say where a run goes, not what it computes."""
+    config = training.train_config(settings.preset, _overrides(settings), parent_gan)
+    select_device(settings.device)
+    training.refuse_cpu_training(settings.preset, config, settings.allow_cpu)
+    return config
+
+
+def parent_networks(store: ArtifactStore, parent: str) -> tuple[StoredModel, GanConfig]:
+    """The model `parent` (NAME or NAME@V) and the networks of its GAN checkpoint."""
+    from musika_model.training import read_checkpoint_info
+
+    model = resolve_model(store, parent)
+    _, parent_dir = model.require_gan()
+    return model, read_checkpoint_info(parent_dir, verify_hashes=False).gan
 
 
 def _train(store: ArtifactStore, plan: training.TrainingPlan, settings: TrainingSettings) -> dict:
@@ -51,9 +77,9 @@ def pretrain(
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Train model `name` on `datasets` (latents versions, `NAME[@V][:WEIGHT]`)."""
+    config = checked_config(settings)
     store = ArtifactStore.open(run.store)
     mixture = [training.resolve_latents(store, *training.parse_weighted_ref(text)) for text in datasets]
-    config = training.train_config(settings.preset, _overrides(settings))
     plan = training.plan_training(store, name, config, mixture, code_version=code_version())
     return _train(store, plan, settings)
 
@@ -71,18 +97,14 @@ def finetune(
     """Fine-tune model `parent` (NAME or NAME@V; trained here or imported) on `datasets`, mixing in
     a `replay` share of the parent's own training data against forgetting; publishes `name`
     (default `<parent name>-ft`)."""
-    from musika_model.training import read_checkpoint_info
-
     store = ArtifactStore.open(run.store)
-    model = resolve_model(store, parent)
-    _, parent_dir = model.require_gan()
-    parent_gan = read_checkpoint_info(parent_dir, verify_hashes=False).gan
+    model, parent_gan = parent_networks(store, parent)
+    config = checked_config(settings, parent_gan)
     new = [training.resolve_latents(store, *training.parse_weighted_ref(text)) for text in datasets]
     mixture = training.replay_mixture(new, training.parent_training_data(store, model), replay)
     if replay > 0 and mixture == new:
         get_run_logger().warning("nothing to replay: %s records no training data other than the new datasets",
                                  model.ref)
-    config = training.train_config(settings.preset, _overrides(settings), parent_gan)
     plan = training.plan_training(store, name or f"{model.version.name}-ft", config, mixture, parent=model,
                                   code_version=code_version())
     return _train(store, plan, settings)

@@ -9,53 +9,15 @@ dataset and settings trains nothing and returns the existing version.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, Field
 
-from flows.params import RunSettings
+from flows.params import AutoencoderTrainingSettings, RunSettings
 from musika_model.config import AutoencoderConfig
 from tasks import autoencoder
 from tasks.batching import ItemOutcome
 from tasks.models import AUTOENCODER_ITEM
 from tasks.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
-
-
-class AutoencoderTrainingSettings(BaseModel):
-    """How long and how the autoencoder trains; a preset plus optional overrides."""
-
-    preset: Literal["demo", "tiny", "full"] = Field(
-        default="full",
-        description="full: 2000 + 1000 steps at batch 8 (the trainer's defaults); demo: 30-40 s "
-        "of training on 2 CPU cores; tiny: a few steps, for tests.",
-    )
-    stage1_steps: int | None = Field(
-        default=None, ge=0, description="Level-1 steps (None: the preset's)."
-    )
-    stage2_steps: int | None = Field(
-        default=None, ge=0, description="Level-2 steps (None: the preset's)."
-    )
-    batch_size: int | None = Field(default=None, ge=1, le=256, description="Crops per step.")
-    learning_rate: float | None = Field(
-        default=None, gt=0.0, description="Stage-1 Adam learning rate."
-    )
-    seed: int | None = Field(default=None, ge=0, description="Seed of crops and initial weights.")
-    max_items: int | None = Field(
-        default=None,
-        ge=1,
-        description="Train on at most this many items, spread evenly over the dataset (None: all). "
-        "The training audio is held in memory.",
-    )
-    width_divisor: int = Field(
-        default=16,
-        ge=1,
-        le=128,
-        description="Every hidden width of the official autoencoder divided by this "
-        "(1: the official widths, impractical on a CPU).",
-    )
-
 
 DEFAULT_SETTINGS, DEFAULT_RUN = AutoencoderTrainingSettings(), RunSettings()
 

@@ -10,6 +10,10 @@
 - training coordinates: three anchors plus a style vector per sample, interpolated, centred
   and cropped at one of the half-window offsets (64, 192, 320 for a 256-frame window).
 
+Random draws come from `counter_random`, seeded by (run seed, draw counter): the same seed and
+counter give the same swap, coordinates and crop with or without XLA (TensorFlow's own random
+ops draw other numbers once compiled), and a resumed run draws what an uninterrupted one would.
+
 Shapes follow `musika_model.networks`: latents (B, L, 128), coordinates (B, L, 2 * coord_depth).
 """
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from . import counter_random
 from .config import GanConfig
 from .networks import GanNetworks
 
@@ -88,9 +93,9 @@ def swap_channels(latents: tf.Tensor) -> tf.Tensor:
     return tf.concat([right, left], axis=-1)
 
 
-def random_channel_swap(latents: tf.Tensor, rng: tf.random.Generator) -> tf.Tensor:
+def random_channel_swap(latents: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Swap L and R of the whole batch with probability 1/2 (one draw per batch, as the original)."""
-    swap = rng.uniform(()) < 0.5
+    swap = counter_random.uniform((), seed) < 0.5
     return tf.where(swap, swap_channels(latents), latents)
 
 
@@ -106,7 +111,22 @@ def crop_offsets(gan: GanConfig) -> list[int]:
     return [gan.latent_length // 4 + index * half for index in range(gan.coord_length // half)]
 
 
-def coordinate_path(batch_size: int, gan: GanConfig, rng: tf.random.Generator) -> tf.Tensor:
+DRAWS = ("swap", "anchors", "style", "crop")
+"""The random draws of one training step, each with its own seed."""
+
+
+def step_seeds(seed: int, counter: int | tf.Tensor) -> dict[str, tf.Tensor]:
+    """Seed pairs (int64) of every draw of the step numbered `counter`."""
+    counter = tf.cast(counter, tf.int64) * len(DRAWS)
+    return {
+        name: tf.stack([tf.constant(seed, tf.int64), counter + index])
+        for index, name in enumerate(DRAWS)
+    }
+
+
+def coordinate_path(
+    batch_size: int | tf.Tensor, gan: GanConfig, seeds: dict[str, tf.Tensor]
+) -> tf.Tensor:
     """(B, 2 * coord_length, 2 * coord_depth): anchors a_L -> a_C -> a_R interpolated, then centred.
 
     Each frame is [coordinate, style]; the style vector is drawn once per sample. a_L -> a_C
@@ -114,8 +134,9 @@ def coordinate_path(batch_size: int, gan: GanConfig, rng: tf.random.Generator) -
     with the next one (dropping the last), so the anchors sit between two frames.
     """
     depth = gan.coord_depth
-    style = rng.normal((batch_size, 1, depth))
-    anchors = tf.concat([rng.normal((batch_size, 3, depth)), tf.tile(style, (1, 3, 1))], axis=-1)
+    style = counter_random.normal((batch_size, 1, depth), seeds["style"])
+    points = counter_random.normal((batch_size, 3, depth), seeds["anchors"])
+    anchors = tf.concat([points, tf.tile(style, (1, 3, 1))], axis=-1)
     left, centre, right = anchors[:, 0], anchors[:, 1], anchors[:, 2]
     first = tf.linspace(left, centre, gan.coord_length + 1, axis=1)[:, :-1]
     second = tf.linspace(centre, right, gan.coord_length + 1, axis=1)
@@ -123,36 +144,45 @@ def coordinate_path(batch_size: int, gan: GanConfig, rng: tf.random.Generator) -
     return (path[:, :-1] + path[:, 1:]) / 2.0
 
 
-def crop_coordinates(path: tf.Tensor, gan: GanConfig, rng: tf.random.Generator) -> tf.Tensor:
+def crop_coordinates(path: tf.Tensor, gan: GanConfig, seed: tf.Tensor) -> tf.Tensor:
     """One training window (B, L, 2 * coord_depth) of `path`, at an offset drawn uniformly per batch."""
     offsets = tf.constant(crop_offsets(gan), dtype=tf.int32)
-    start = offsets[rng.uniform((), 0, len(crop_offsets(gan)), dtype=tf.int32)]
+    choice = counter_random.integers((), seed, len(crop_offsets(gan)))
     # A gather of `latent_length` frames keeps the window's shape static, which XLA needs (a
     # slice `start:start + L` with a drawn start has no static size under jit_compile).
-    window = tf.gather(path, start + tf.range(gan.latent_length), axis=1)
+    window = tf.gather(path, offsets[choice] + tf.range(gan.latent_length), axis=1)
     return tf.ensure_shape(window, (None, gan.latent_length, 2 * gan.coord_depth))
 
 
-def training_coordinates(batch_size: int, gan: GanConfig, rng: tf.random.Generator) -> tf.Tensor:
+def training_coordinates(
+    batch_size: int | tf.Tensor, gan: GanConfig, seeds: dict[str, tf.Tensor]
+) -> tf.Tensor:
     """Generator input for one training batch: (B, L, 2 * coord_depth)."""
-    return crop_coordinates(coordinate_path(batch_size, gan, rng), gan, rng)
+    return crop_coordinates(coordinate_path(batch_size, gan, seeds), gan, seeds["crop"])
 
 
 # --- optimizers and the step ---------------------------------------------------------------------
 
 
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
 def make_optimizers(
-    learning_rate: float = LEARNING_RATE, mixed_precision: bool = False
+    learning_rate: float = LEARNING_RATE, policy: str = "float32"
 ) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
     """(generator optimizer, critic optimizer): Adam with the original's beta_1.
 
     beta_1 is 0.9 in float32 and 0.5 under mixed precision (a quirk of the original `load()`),
-    beta_2 and epsilon are Keras defaults; mixed precision adds a dynamic LossScaleOptimizer.
+    beta_2 and epsilon are Keras defaults. `mixed_float16` adds a dynamic LossScaleOptimizer
+    (float16 gradients under- and overflow); bfloat16 has float32's exponent range and needs none.
     """
+    if policy not in PRECISION_POLICIES:
+        raise ValueError(f"unknown precision policy {policy!r}; choose from {', '.join(PRECISION_POLICIES)}")
+    mixed = policy != "float32"
 
     def one() -> keras.optimizers.Optimizer:
-        adam = keras.optimizers.Adam(learning_rate, beta_1=0.5 if mixed_precision else 0.9)
-        return keras.optimizers.LossScaleOptimizer(adam) if mixed_precision else adam
+        adam = keras.optimizers.Adam(learning_rate, beta_1=0.5 if mixed else 0.9)
+        return keras.optimizers.LossScaleOptimizer(adam) if policy == "mixed_float16" else adam
 
     return one(), one()
 
@@ -165,7 +195,8 @@ def make_train_step(
     generator_optimizer: keras.optimizers.Optimizer,
     critic_optimizer: keras.optimizers.Optimizer,
     switch: tf.Variable,
-    rng: tf.random.Generator,
+    draw_counter: tf.Variable,
+    seed: int,
     *,
     r1_max_weight: float = R1_MAX_WEIGHT,
     ema_decay: float = EMA_DECAY,
@@ -174,9 +205,12 @@ def make_train_step(
     """A `tf.function` `step(real_latents) -> losses` doing one critic and one generator update.
 
     `real_latents` is (B, L, 128). Returned scalars: critic_real, critic_fake, generator,
-    r1_penalty, r1_weight (the weight used this step) and switch (its new value). The
-    optimizers are built here for the networks' weights, so their state can be imported or
-    exported (`official.apply_optimizer_state`) before the first step.
+    r1_penalty, r1_weight (the weight used this step) and switch (its new value), plus
+    skipped_updates: how many of the two optimizers skipped this step because the loss scaler
+    found non-finite gradients (always 0 without loss scaling). Each call draws with the seeds
+    of (`seed`, `draw_counter`) and advances the counter. The optimizers are built here for the
+    networks' weights, so their state can be imported or exported
+    (`official.apply_optimizer_state`) before the first step.
     """
     generator, critic, generator_ema = networks.generator, networks.critic, networks.generator_ema
     gan = networks.config
@@ -185,8 +219,9 @@ def make_train_step(
 
     @tf.function(jit_compile=jit_compile)
     def step(real_latents: tf.Tensor) -> dict[str, tf.Tensor]:
-        real = random_channel_swap(tf.convert_to_tensor(real_latents, tf.float32), rng)
-        coordinates = training_coordinates(tf.shape(real)[0], gan, rng)
+        seeds = step_seeds(seed, draw_counter.assign_add(1) - 1)
+        real = random_channel_swap(tf.convert_to_tensor(real_latents, tf.float32), seeds["swap"])
+        coordinates = training_coordinates(tf.shape(real)[0], gan, seeds)
         with tf.GradientTape() as generator_tape, tf.GradientTape() as critic_tape:
             penalty, real_scores = r1_penalty(critic, real)
             fake_scores = critic(generator(coordinates, training=True), training=True)
@@ -201,8 +236,10 @@ def make_train_step(
         generator_gradients = generator_tape.gradient(
             scaled_generator_loss, generator.trainable_weights
         )
+        applied_before = critic_optimizer.iterations + generator_optimizer.iterations
         critic_optimizer.apply_gradients(zip(critic_gradients, critic.trainable_weights))
         generator_optimizer.apply_gradients(zip(generator_gradients, generator.trainable_weights))
+        applied = critic_optimizer.iterations + generator_optimizer.iterations - applied_before
         ema_update(generator_ema.trainable_weights, generator.trainable_weights, ema_decay)
         switch.assign(new_switch)
         return {
@@ -212,6 +249,7 @@ def make_train_step(
             "r1_penalty": penalty,
             "r1_weight": weight,
             "switch": new_switch,
+            "skipped_updates": tf.cast(2 - applied, tf.float32),
         }
 
     return step
@@ -225,7 +263,8 @@ class GanTraining:
     generator_optimizer: keras.optimizers.Optimizer
     critic_optimizer: keras.optimizers.Optimizer
     switch: tf.Variable
-    rng: tf.random.Generator
+    draw_counter: tf.Variable
+    """Steps drawn so far: the draws of the next step are seeded by (seed, counter)."""
     step: StepFunction
 
 
@@ -233,29 +272,33 @@ def create_gan_training(
     networks: GanNetworks,
     *,
     learning_rate: float = LEARNING_RATE,
-    mixed_precision: bool = False,
+    policy: str = "float32",
     switch: float = SWITCH_START,
-    seed: int | None = None,
+    seed: int = 0,
+    first_draw: int = 0,
+    r1_max_weight: float = R1_MAX_WEIGHT,
+    ema_decay: float = EMA_DECAY,
     jit_compile: bool = False,
 ) -> GanTraining:
-    """Optimizers, switch variable, random generator and step for `networks`.
+    """Optimizers, switch variable, draw counter and step for `networks`.
 
-    With `mixed_precision`, build the networks under the `mixed_float16` Keras policy first.
-    `seed` fixes the swap and coordinate draws (the noise layers have their own seeds).
+    Under a mixed `policy`, build the networks under that Keras dtype policy first. `seed` and
+    `first_draw` fix the swap and coordinate draws (the noise layers have their own seeds).
     """
-    generator_optimizer, critic_optimizer = make_optimizers(learning_rate, mixed_precision)
+    generator_optimizer, critic_optimizer = make_optimizers(learning_rate, policy)
     switch_variable = tf.Variable(switch, dtype=tf.float32, trainable=False, name="switch")
-    rng = (
-        tf.random.Generator.from_seed(seed)
-        if seed is not None
-        else tf.random.Generator.from_non_deterministic_state()
-    )
+    draw_counter = tf.Variable(first_draw, dtype=tf.int64, trainable=False, name="draw_counter")
     step = make_train_step(
         networks,
         generator_optimizer,
         critic_optimizer,
         switch_variable,
-        rng,
+        draw_counter,
+        seed,
+        r1_max_weight=r1_max_weight,
+        ema_decay=ema_decay,
         jit_compile=jit_compile,
     )
-    return GanTraining(networks, generator_optimizer, critic_optimizer, switch_variable, rng, step)
+    return GanTraining(
+        networks, generator_optimizer, critic_optimizer, switch_variable, draw_counter, step
+    )

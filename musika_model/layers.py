@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from . import counter_random
+
 MODULATION_EPSILON = 1e-5
 
 
@@ -37,9 +39,8 @@ class AddNoise(layers.Layer):
         if not self.enabled:
             return inputs
         batch, rows, steps = ops.shape(inputs)[0], ops.shape(inputs)[1], ops.shape(inputs)[2]
-        noise = keras.random.normal(
-            (batch, rows, steps, 1), dtype=inputs.dtype, seed=self.seed_generator
-        )
+        # counter_random, not keras.random: the same noise with or without XLA, on any backend
+        noise = counter_random.normal((batch, rows, steps, 1), self.seed_generator.next(), inputs.dtype)
         return inputs + ops.cast(self.noise_weight, inputs.dtype) * noise
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:

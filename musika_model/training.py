@@ -27,6 +27,7 @@ is the last file written, so a folder without it is incomplete):
     gen.h5, gen_ema.h5, critic.h5     official-layout weights (open in the original tools)
     opt_dec.npy, opt_disc.npy         Adam state of generator / critic, official npy layout
     switch.npy                        R1 switch
+    loss_scale.json                   dynamic loss scales (mixed_float16 runs only)
     training_state.json               counters, lr scale, TrainConfig, lineage, events, history
     samples/sample-N.npy (.wav)       EMA-generator latents (and audio with an autoencoder)
     checkpoint.json                   format, step, epoch, GAN config, size + sha256 of every file
@@ -55,6 +56,7 @@ import numpy as np
 
 from . import official
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT, GanConfig
+from .devices import gpu_visible
 from .training_data import LatentSource, WindowSampler, make_dataset
 
 if TYPE_CHECKING:
@@ -70,6 +72,7 @@ CHECKPOINT_FORMAT = "musika-piano-gan-checkpoint"
 CHECKPOINT_VERSION = 1
 MARKER_FILE = "checkpoint.json"
 STATE_FILE = "training_state.json"
+LOSS_SCALE_FILE = "loss_scale.json"
 SAMPLES_DIR = "samples"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -522,6 +525,8 @@ class CheckpointState:
     switch: float
     generator_optimizer: official.OptimizerState | None
     critic_optimizer: official.OptimizerState | None
+    loss_scales: dict[str, dict] = field(default_factory=dict)
+    """{"generator"|"critic": {"scale", "good_steps"}} of a mixed_float16 run."""
 
 
 def _sha256(path: Path) -> str:
@@ -593,12 +598,12 @@ def read_checkpoint_info(folder: str | os.PathLike, verify_hashes: bool = True) 
 
 
 @contextmanager
-def _dtype_policy(mixed_precision: bool) -> Iterator[None]:
-    """Build networks under mixed_float16 (or float32), restoring the global policy afterwards."""
+def _dtype_policy(policy: str) -> Iterator[None]:
+    """Build networks under a Keras dtype policy, restoring the global policy afterwards."""
     import keras
 
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
+    keras.config.set_dtype_policy(policy)
     try:
         yield
     finally:
@@ -606,17 +611,19 @@ def _dtype_policy(mixed_precision: bool) -> Iterator[None]:
 
 
 def load_checkpoint(
-    folder: str | os.PathLike, *, mixed_precision: bool = False, verify_hashes: bool = True
+    folder: str | os.PathLike, *, policy: str = "float32", verify_hashes: bool = True
 ) -> CheckpointState:
-    """Build the networks of a checkpoint folder (ours or official) and load everything in it.
+    """Build the networks of a checkpoint folder (ours or official) under the Keras dtype
+    `policy` and load everything in it (the files hold float32 weights whatever the policy).
 
-    Missing switch.npy gives the starting switch (-1); missing optimizer files give None.
+    Missing switch.npy gives the starting switch (-1); missing optimizer files give None, a
+    missing loss_scale.json (float32 or bfloat16 runs, official folders) an empty dict.
     """
     from .networks import build_gan
 
     info = read_checkpoint_info(folder, verify_hashes)
     folder = info.folder
-    with _dtype_policy(mixed_precision):
+    with _dtype_policy(policy):
         networks = build_gan(info.gan)
     try:
         official.load_gan_weights(
@@ -634,7 +641,35 @@ def load_checkpoint(
             states.append(official.read_optimizer_state(path, shapes) if path.exists() else None)
     except official.OfficialWeightsError as error:
         raise CorruptCheckpointError(str(error)) from error
-    return CheckpointState(info, networks, switch, states[0], states[1])
+    scale_path = folder / LOSS_SCALE_FILE
+    loss_scales = _read_json(scale_path) if scale_path.exists() else {}
+    return CheckpointState(info, networks, switch, states[0], states[1], loss_scales)
+
+
+def loss_scale_state(optimizer: keras.optimizers.Optimizer) -> dict | None:
+    """{"scale", "good_steps"} of a dynamic LossScaleOptimizer; None for any other optimizer."""
+    import keras
+
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return None
+    return {
+        "scale": float(optimizer.dynamic_scale.numpy()),
+        "good_steps": int(optimizer.step_counter.numpy()),
+    }
+
+
+def apply_loss_scale_state(optimizer: keras.optimizers.Optimizer, saved: dict | None) -> None:
+    """Restore a saved loss scale into a LossScaleOptimizer; other optimizers ignore it (a
+    mixed_float16 run resumed in float32 or bfloat16 needs no scale)."""
+    import keras
+
+    if saved is None or not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return
+    scale, good_steps = float(saved["scale"]), int(saved["good_steps"])
+    if not (math.isfinite(scale) and scale > 0) or good_steps < 0:
+        raise CorruptCheckpointError(f"{LOSS_SCALE_FILE}: invalid loss scale state {saved}")
+    optimizer.dynamic_scale.assign(scale)
+    optimizer.step_counter.assign(good_steps)
 
 
 def load_generator(
@@ -721,6 +756,13 @@ def save_checkpoint(
             optimizer_state = official.optimizer_state_from_keras(optimizer, model.trainable_weights)
             official.write_optimizer_state(temporary / name, optimizer_state)
         official.write_switch(temporary / official.SWITCH_FILE, float(np.clip(switch, -1.0, 0.0)))
+        loss_scales = {
+            role: scale
+            for role, optimizer in (("generator", generator_optimizer), ("critic", critic_optimizer))
+            if (scale := loss_scale_state(optimizer)) is not None
+        }
+        if loss_scales:
+            (temporary / LOSS_SCALE_FILE).write_text(json.dumps(loss_scales, indent=1))
         (temporary / STATE_FILE).write_text(json.dumps(state.to_dict(), indent=1))
         _write_samples(temporary, latent_samples, audio_samples)
         files = sorted(p for p in temporary.rglob("*") if p.is_file())
@@ -846,10 +888,33 @@ class _Snapshot:
     values: list[np.ndarray]
 
 
-def _gpu_visible() -> bool:
+def precision_policy(config: TrainConfig) -> str:
+    """The Keras dtype policy a run trains under: "float32", "mixed_float16" or "mixed_bfloat16".
+
+    `mixed_precision` None means on when a GPU is visible. A bfloat16 policy is refused with
+    `TrainConfigError` where the device has no bfloat16 convolution kernels.
+    """
+    mixed = gpu_visible() if config.mixed_precision is None else config.mixed_precision
+    policy = f"mixed_{config.mixed_precision_dtype}" if mixed else "float32"
+    if policy == "mixed_bfloat16" and not _bfloat16_convolutions():
+        raise TrainConfigError(
+            "mixed_precision_dtype bfloat16 needs bfloat16 kernels (NVIDIA GPUs of compute "
+            "capability 8.0 or newer, CPUs with AVX512-BF16 or AMX), which this device lacks; "
+            "use float16 (--mixed-precision-dtype float16) or no mixed precision"
+        )
+    return policy
+
+
+def _bfloat16_convolutions() -> bool:
+    """Whether the default device runs a bfloat16 Conv2D (a one-off probe of a few microseconds)."""
     import tensorflow as tf
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    try:
+        probe = tf.zeros((1, 1, 4, 2), tf.bfloat16)
+        tf.nn.conv2d(probe, tf.zeros((1, 2, 2, 2), tf.bfloat16), strides=1, padding="SAME").numpy()
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        return False
+    return True
 
 
 def _check_same_networks(folder: Path, found: GanConfig, wanted: GanConfig) -> None:
@@ -896,9 +961,8 @@ class Trainer:
         self.sampler = WindowSampler(sources, config.gan.latent_length)
         self.state = state if state is not None else TrainingState(config, lineage=dict(lineage or {}))
         self.state.config = config
-        gpu = _gpu_visible()
-        self.mixed_precision = gpu if config.mixed_precision is None else config.mixed_precision
-        self.xla = gpu if config.xla is None else config.xla
+        self.policy = precision_policy(config)
+        self.xla = gpu_visible() if config.xla is None else config.xla
         self.networks = initial.networks if initial is not None else self._fresh_networks()
         self.training = self._create_training(initial)
         self.last_checkpoint: Path | None = None
@@ -938,7 +1002,7 @@ class Trainer:
         if run_dir is None:
             parent = info.folder.parent
             run_dir = parent.parent if parent.name == CHECKPOINTS_DIR else parent
-        initial = load_checkpoint(info.folder, mixed_precision=cls._mixed(config))
+        initial = load_checkpoint(info.folder, policy=precision_policy(config))
         state = copy.deepcopy(info.training)
         trainer = cls(
             config,
@@ -975,7 +1039,7 @@ class Trainer:
         """
         info = read_checkpoint_info(parent)
         _check_same_networks(info.folder, info.gan, config.gan)
-        initial = load_checkpoint(info.folder, mixed_precision=cls._mixed(config))
+        initial = load_checkpoint(info.folder, policy=precision_policy(config))
         if not load_optimizer:
             initial.generator_optimizer = initial.critic_optimizer = None
         lineage = dict(lineage or {})
@@ -999,54 +1063,42 @@ class Trainer:
             initial=initial,
         )
 
-    @staticmethod
-    def _mixed(config: TrainConfig) -> bool:
-        return _gpu_visible() if config.mixed_precision is None else config.mixed_precision
-
     def _fresh_networks(self) -> GanNetworks:
         import keras
 
         from .networks import build_gan
 
         keras.utils.set_random_seed(self.config.seed)
-        with _dtype_policy(self.mixed_precision):
+        with _dtype_policy(self.policy):
             return build_gan(self.config.gan)
 
     def _create_training(self, initial: CheckpointState | None) -> GanTraining:
-        import tensorflow as tf
+        """Optimizers, switch and step; the step's draws continue from the run's step counter,
+        so a resumed run draws what an uninterrupted one would have."""
+        from .gan_step import create_gan_training
 
-        from .gan_step import GanTraining, make_optimizers, make_train_step
-
-        generator_optimizer, critic_optimizer = make_optimizers(
-            self.state.learning_rate, self.mixed_precision
-        )
-        switch = tf.Variable(
-            initial.switch if initial is not None else SWITCH_START,
-            dtype=tf.float32,
-            trainable=False,
-            name="switch",
-        )
-        rng = tf.random.Generator.from_seed(self.config.seed + self.state.step)
-        step = make_train_step(
+        training = create_gan_training(
             self.networks,
-            generator_optimizer,
-            critic_optimizer,
-            switch,
-            rng,
+            learning_rate=self.state.learning_rate,
+            policy=self.policy,
+            switch=initial.switch if initial is not None else SWITCH_START,
+            seed=self.config.seed,
+            first_draw=self.state.step,
             r1_max_weight=self.config.r1_max_weight,
             ema_decay=self.config.ema_decay,
             jit_compile=self.xla,
         )
         if initial is not None:
-            for optimizer, model, saved in (
-                (generator_optimizer, self.networks.generator, initial.generator_optimizer),
-                (critic_optimizer, self.networks.critic, initial.critic_optimizer),
+            for role, optimizer, model, saved in (
+                ("generator", training.generator_optimizer, self.networks.generator,
+                 initial.generator_optimizer),
+                ("critic", training.critic_optimizer, self.networks.critic,
+                 initial.critic_optimizer),
             ):
                 if saved is not None:
                     official.apply_optimizer_state(optimizer, model.trainable_weights, saved)
-        return GanTraining(
-            self.networks, generator_optimizer, critic_optimizer, switch, rng, step
-        )
+                apply_loss_scale_state(optimizer, initial.loss_scales.get(role))
+        return training
 
     def _finite_check(self) -> Callable[[], Any]:
         import tensorflow as tf
@@ -1193,16 +1245,25 @@ class Trainer:
         dataset = make_dataset(self.sampler, config.batch_size, data_seed)
         pending: list[dict] = []
         totals = np.zeros(len(LOSS_KEYS))
+        skipped = 0
         report_started = time.perf_counter()
         for batch in dataset.take(config.iterations_per_epoch):
             pending.append(self.training.step(batch))
             self.state.step += 1
             if len(pending) == config.log_every:
-                totals += self._flush(pending, report_started)
+                sums, skips = self._flush(pending, report_started)
+                totals, skipped = totals + sums, skipped + skips
                 pending, report_started = [], time.perf_counter()
         if pending:
-            totals += self._flush(pending, report_started)
+            sums, skips = self._flush(pending, report_started)
+            totals, skipped = totals + sums, skipped + skips
         means = dict(zip(LOSS_KEYS, (totals / config.iterations_per_epoch).tolist()))
+        if skipped:
+            logger.info(
+                "epoch %d: the loss scaler skipped %d of %d optimizer updates (non-finite float16 "
+                "gradients while the scale settles; not a divergence)",
+                self.state.epoch + 1, skipped, 2 * config.iterations_per_epoch,
+            )
         latents, audio, verdict = self._epoch_samples()
         self.state.epoch += 1
         self.state.history.append(
@@ -1213,15 +1274,23 @@ class Trainer:
                 **means,
                 "seconds": time.perf_counter() - epoch_started,
                 "collapse": verdict,
+                "skipped_updates": skipped,
             }
         )
         self._scalars("epoch", {**means, "lr": lr})
         self._report("epoch", means, lr=lr, collapse=verdict)
         return latents, audio
 
-    def _flush(self, pending: list[dict], started: float) -> np.ndarray:
-        """Check and report the losses of the steps since the last flush; returns their sums."""
+    def _flush(self, pending: list[dict], started: float) -> tuple[np.ndarray, int]:
+        """Check and report the losses of the steps since the last flush; returns their sums and
+        the optimizer updates the loss scaler skipped.
+
+        A skipped update (non-finite scaled gradients under mixed_float16) leaves the weights as
+        they were and the losses finite, so it is no divergence: only non-finite losses or
+        weights are.
+        """
         values = np.array([[float(losses[key]) for key in LOSS_KEYS] for losses in pending])
+        skipped = int(sum(float(losses["skipped_updates"]) for losses in pending))
         if not np.isfinite(values).all():
             row, column = np.argwhere(~np.isfinite(values))[0]
             step = self.state.step - len(pending) + int(row) + 1
@@ -1232,7 +1301,7 @@ class Trainer:
         self._scalars("loss", {**means, "lr": self.state.learning_rate})
         seconds = (time.perf_counter() - started) / len(pending)
         self._report("step", means, seconds_per_step=seconds)
-        return values.sum(axis=0)
+        return values.sum(axis=0), skipped
 
     def _rollback(self, reason: str) -> None:
         old_lr = self.state.learning_rate

@@ -23,6 +23,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -372,6 +373,46 @@ def train_config(preset_name: str, overrides: dict[str, Any], parent_gan=None) -
         raise TrainingInputError(f"invalid training configuration: {error}") from error
 
 
+GPU_PRESETS = frozenset({"piano_pretrain", "finetune_recordings"})
+"""Presets sized for a GPU: without one they are refused unless allow_cpu."""
+CPU_SECONDS_PER_STEP = 1.0
+"""A rough figure measured on a 2-core x86 CPU: one fp32 step at base_channels 128, batch 8,
+256-frame windows. A step's cost grows about linearly with the batch and the window length and
+quadratically with base_channels (`cpu_seconds_per_step`)."""
+
+
+def cpu_seconds_per_step(config: TrainConfig) -> float:
+    """The rough seconds one step of `config` takes on a CPU (from CPU_SECONDS_PER_STEP)."""
+    window = 0.5 if config.gan.small else 1.0
+    return CPU_SECONDS_PER_STEP * config.batch_size / 8 * (config.gan.base_channels / 128) ** 2 * window
+
+
+def human_duration(seconds: float) -> str:
+    """`seconds` in the largest unit that keeps the number readable: "70.2 weeks", "25.8 days"."""
+    for unit, size in (("weeks", 7 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= (8 if unit == "weeks" else 2) * size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.0f} seconds"
+
+
+def refuse_cpu_training(preset_name: str, config: TrainConfig, allow_cpu: bool) -> None:
+    """Refuse a preset meant for a GPU when TensorFlow sees none (weeks of training on a CPU),
+    with the estimated duration and the way to start anyway; `allow_cpu` lets it through."""
+    if allow_cpu or preset_name not in GPU_PRESETS:
+        return
+    from musika_model.devices import gpu_visible
+
+    if gpu_visible():
+        return
+    seconds = config.total_steps * cpu_seconds_per_step(config)
+    raise TrainingInputError(
+        f"preset {preset_name} is meant for a GPU and TensorFlow sees none: {config.total_steps:,} steps "
+        f"at base_channels {config.gan.base_channels}, batch {config.batch_size} would take about "
+        f"{human_duration(seconds)} on this CPU; train on a GPU worker, pick --preset tiny, or pass "
+        "--allow-cpu (settings.allow_cpu) to start anyway"
+    )
+
+
 # --- the Prefect side --------------------------------------------------------------------------
 
 TRAINING_DIVERGED_EVENT = "musika.training.divergence"
@@ -413,6 +454,8 @@ class TrainingReporter:
         self.published: list[str] = []
         self._history = [dict(entry) for entry in history]
         self._last_update = 0.0
+        self._steps_reported = False
+        self._speed_logged = False
         self.progress_id = create_progress_artifact(
             0.0, key=artifact_key(plan.name, "training-progress"),
             description=f"{plan.kind} of **{plan.name}** ({plan.config.total_steps} steps)",
@@ -426,6 +469,7 @@ class TrainingReporter:
     def _on_step(self, progress: TrainingProgress) -> None:
         from prefect.artifacts import update_progress_artifact
 
+        self._log_measured_speed(progress)
         now = time.monotonic()
         if now - self._last_update < PROGRESS_EVERY_SECONDS and progress.step < progress.total_steps:
             return
@@ -438,6 +482,24 @@ class TrainingReporter:
             progress.losses.get("generator", float("nan")), progress.losses.get("critic_real", float("nan")),
             progress.losses.get("critic_fake", float("nan")), progress.seconds_per_step or 0.0,
             f"  ETA {eta / 3600:.2f} h" if eta is not None else "",
+        )
+
+    def _log_measured_speed(self, progress: TrainingProgress) -> None:
+        """Once per run start: the measured s/step, the steps left and when the run will end. The
+        first report is passed over (graph tracing and XLA compilation slow its steps) unless no
+        other will come."""
+        first, self._steps_reported = not self._steps_reported, True
+        eta = progress.eta_seconds
+        if self._speed_logged or eta is None:
+            return
+        if first and progress.step < progress.total_steps:
+            return
+        self._speed_logged = True
+        end = datetime.now(UTC) + timedelta(seconds=eta)
+        self.logger.info(
+            "measured %.3g s/step at step %d: %s steps left, about %s, finishing around %s",
+            progress.seconds_per_step, progress.step, f"{progress.total_steps - progress.step:,}",
+            human_duration(eta), end.strftime("%Y-%m-%d %H:%M UTC"),
         )
 
     def finish(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from contextlib import redirect_stderr
 
 import numpy as np
@@ -18,6 +19,7 @@ from flows.generate import generate_samples
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings, TrainingSettings
 from flows.train import finetune, pretrain
+from musika_model.devices import gpu_visible
 from musika_model.training import latest_checkpoint, read_checkpoint_info
 from musika_model.training_data import LatentWidthError, SourceTooShortError
 from tasks import training
@@ -87,7 +89,7 @@ def test_pretrain_publishes_a_model_with_lineage_and_a_rerun_trains_nothing(late
     assert store.version_numbers("gan") == [1, 2]
 
 
-def test_a_killed_run_resumes_from_its_last_checkpoint_with_its_step(latents_store, tmp_path):
+def test_a_killed_run_resumes_from_its_last_checkpoint_with_its_step(latents_store, tmp_path, caplog):
     store = latents_store
     settings = TrainingSettings(preset="tiny", publish_every=1, seed=3, runs_dir=str(tmp_path))
     mixture = [training.resolve_latents(store, "a-latents", 1.0)]
@@ -98,9 +100,15 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_its_step(latents_sto
     training.run_training(store, plan, run_dir, max_epochs=1)
     assert read_checkpoint_info(latest_checkpoint(run_dir)).step == 4
 
-    result = pretrain(datasets=["a-latents"], name="resumed", settings=settings,
-                      run=RunSettings(store=store.root))
+    with caplog.at_level(logging.INFO, logger="prefect"):
+        result = pretrain(datasets=["a-latents"], name="resumed", settings=settings,
+                          run=RunSettings(store=store.root))
     assert result["trained"] and result["step"] == 8 and result["run_dir"] == str(run_dir)
+    # Once per run start, after the first steps (the very first report, with the graph tracing, is
+    # passed over): the measured speed and when the run will end.
+    [speed] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("measured ")]
+    assert " s/step at step 6: 2 steps left, about " in speed and speed.endswith(" UTC")
+    assert "finishing around 20" in speed
     history = read_checkpoint_info(resolve_model(store, "resumed").gan_dir).training.history
     assert [entry["step"] for entry in history] == [4, 8]
 
@@ -163,8 +171,23 @@ def test_unusable_latents_fail_before_anything_is_published(latents_store, name,
 def test_datasets_that_are_not_latents_are_refused_with_the_fix(latents_store):
     code, _, err = run_cli("--store", latents_store.root, "train", "pretrain", "a", "--name", "x", "--preset", "tiny")
     assert code == 2 and "a@1 is a" in err and "not latents; encode it first" in err
-    code, _, err = run_cli("--store", latents_store.root, "train", "pretrain", "a-latents:0", "--name", "x")
+    code, _, err = run_cli("--store", latents_store.root, "train", "pretrain", "a-latents:0", "--name", "x",
+                           "--preset", "tiny")
     assert code == 2 and "weight must be a positive number" in err
+
+
+@pytest.mark.skipif(gpu_visible(), reason="the refusal needs a machine without a GPU")
+def test_gpu_presets_are_refused_on_a_cpu_before_anything_is_built(latents_store, pretrained):
+    store = latents_store
+    run = RunSettings(store=store.root)
+    with pytest.raises(training.TrainingInputError, match=r"preset piano_pretrain is meant for a GPU.*--allow-cpu"):
+        pretrain(datasets=["a-latents"], name="big", run=run)
+    # Fine-tuning keeps the parent's width (16 here), and the estimate is of that width.
+    with pytest.raises(training.TrainingInputError, match=r"937,500 steps at base_channels 16, batch 32"):
+        finetune(parent="gan", datasets=["b-latents"], name="big-ft", run=run)
+    code, _, err = run_cli("--store", store.root, "train", "finetune", "gan", "b-latents", "--name", "big-ft")
+    assert code == 2 and "preset finetune_recordings is meant for a GPU" in err and "base_channels 16" in err
+    assert not {"big", "big-ft"} & {summary.name for summary in store.list_datasets()}
 
 
 def test_generate_publishes_seeded_samples_and_reuses_them(latents_store, tmp_path):
