@@ -1,6 +1,8 @@
 """GAN trainer speed on this machine's CPU: seconds per training step through the whole loop
-(tf.data windows, step, loss checks, TensorBoard), checkpoint save time, and the input
-pipeline's throughput in windows per second.
+(tf.data windows, step, loss checks, TensorBoard), checkpoint save time, the input
+pipeline's throughput in windows per second, and the bare step at base_channels 128, batch 8
+in float32 with and without XLA and under mixed precision (median of several steps after
+a warm-up that traces and compiles), beside the original Musika's 1.01 s/step on this CPU kind.
 
 Target (DESIGN.md §6): a step at base_channels 128, batch 8, fp32 no slower than the
 original's ~0.83 s on these cores. The pipeline must outpace any GPU step by far: a GPU step
@@ -23,6 +25,9 @@ PIPELINE_ITEMS = 100
 PIPELINE_FRAMES = 2000
 PIPELINE_BATCHES = 200
 PIPELINE_BATCH_SIZE = 32
+ORIGINAL_MUSIKA_STEP_S = 1.01
+"""The original Musika's fp32 step at base_channels 128, batch 8 on this CPU kind."""
+THROUGHPUT_STEPS = 5
 
 
 def _latents(count: int, frames: int, seed: int = 0) -> list[np.ndarray]:
@@ -91,8 +96,38 @@ def pipeline_windows_per_second(from_files: bool, window: int = 256) -> float:
     return PIPELINE_BATCHES * PIPELINE_BATCH_SIZE / elapsed
 
 
+def step_throughput(policy: str, jit_compile: bool, base_channels: int = 128, batch_size: int = 8) -> tuple[float, float]:
+    """(seconds of the first step: tracing and compiling included, median seconds per step after it)."""
+    import keras
+    import tensorflow as tf
+
+    from musika_model.config import GanConfig
+    from musika_model.gan_step import create_gan_training
+    from musika_model.networks import build_gan
+
+    keras.config.set_dtype_policy(policy)
+    try:
+        networks = build_gan(GanConfig(base_channels=base_channels))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    training = create_gan_training(networks, policy=policy, seed=0, jit_compile=jit_compile)
+    real = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch_size, 256, 128)), tf.float32)
+    seconds = []
+    for _ in range(THROUGHPUT_STEPS + 1):
+        started = time.perf_counter()
+        float(training.step(real)["critic_real"])
+        seconds.append(time.perf_counter() - started)
+    return seconds[0], float(np.median(seconds[1:]))
+
+
 def run() -> dict[str, float]:
     figures: dict[str, float] = {}
+    for label, policy, xla in (("fp32", "float32", False), ("fp32_xla", "float32", True),
+                               ("mixed_bfloat16", "mixed_bfloat16", False),
+                               ("mixed_float16", "mixed_float16", False)):
+        first, median = step_throughput(policy, xla)
+        figures[f"step_s_c128_b8_{label} (original {ORIGINAL_MUSIKA_STEP_S})"] = round(median, 3)
+        figures[f"  first step (trace/compile) s, {label}"] = round(first, 1)
     tiny_step, tiny_save = trainer_step_time(16, True, 2, steps=10)
     figures["trainer_step_s_tiny_c16_small_b2"] = round(tiny_step, 4)
     figures["checkpoint_save_s_tiny"] = round(tiny_save, 3)

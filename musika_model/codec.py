@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -172,10 +172,15 @@ class Autoencoder:
             self._encode_piece_graph,
             input_signature=[tf.TensorSpec((2, None), tf.float32)],
         )
-        self._decode_piece_fn = tf.function(
-            self._decode_piece_graph,
-            input_signature=[tf.TensorSpec((None, None, STEREO_LATENT_WIDTH), tf.float32)],
-        )
+        self._decode_piece_fns = {
+            jit_compile: tf.function(
+                self._decode_piece_graph,
+                input_signature=[tf.TensorSpec((None, None, STEREO_LATENT_WIDTH), tf.float32)],
+                jit_compile=jit_compile,
+            )
+            for jit_compile in (False, True)
+        }
+        """The decoding graph plain and through XLA (compiled once per piece shape on first use)."""
 
     @property
     def config(self) -> AutoencoderConfig:
@@ -379,14 +384,16 @@ class Autoencoder:
         num_samples: int | None = None,
         seed: int | None = None,
         piece_latents: int = DEFAULT_DECODE_PIECE_LATENTS,
+        jit_compile: bool = False,
     ) -> np.ndarray:
         """(T, 128) latents -> (n, 2) float32 audio in [-1, 1], n = 4096 T + 768.
 
         `num_samples` trims the result (e.g. `EncodeResult.num_samples` drops the padding).
         `seed` makes the decoders' noise reproducible; without it each call differs slightly.
+        `jit_compile` decodes through XLA (on a CPU slower, `python -m benchmarks.run model`).
         """
         latents = check_latents(latents)
-        return self.decode_batch(latents[None], num_samples, seed, piece_latents)[0]
+        return self.decode_batch(latents[None], num_samples, seed, piece_latents, jit_compile)[0]
 
     def decode_batch(
         self,
@@ -394,6 +401,7 @@ class Autoencoder:
         num_samples: int | None = None,
         seed: int | None = None,
         piece_latents: int = DEFAULT_DECODE_PIECE_LATENTS,
+        jit_compile: bool = False,
     ) -> np.ndarray:
         """(B, T, 128) latents of equal length -> (B, n, 2) audio; see `decode`."""
         latents = check_latents(latents, batched=True)
@@ -410,11 +418,14 @@ class Autoencoder:
             set_noise_seed(self.decoder1, seed + 1)
         padded_length = math.ceil(length / LATENTS_PER_CHUNK) * LATENTS_PER_CHUNK
         padded = np.pad(latents, ((0, 0), (0, padded_length - length), (0, 0)), mode="edge")
-        audio = np.concatenate(list(self._decode_pieces(padded, piece_latents)), axis=-1)
+        pieces = self._decode_pieces(padded, piece_latents, self._decode_piece_fns[jit_compile])
+        audio = np.concatenate(list(pieces), axis=-1)
         audio = audio[:, :, : num_samples or full]
         return np.ascontiguousarray(np.transpose(audio, (0, 2, 1)))
 
-    def _decode_pieces(self, latents: np.ndarray, piece_latents: int) -> Iterator[np.ndarray]:
+    def _decode_pieces(
+        self, latents: np.ndarray, piece_latents: int, decode_piece: Callable
+    ) -> Iterator[np.ndarray]:
         """Waveform pieces (B, 2, k) of padded latents, each seam rebuilt with left context."""
         import tensorflow as tf
 
@@ -423,7 +434,7 @@ class Autoencoder:
         for start in range(0, length, piece_latents):
             stop = min(start + piece_latents, length)
             begin = max(0, start - context)
-            wave = self._decode_piece_fn(tf.constant(latents[:, begin:stop])).numpy()
+            wave = decode_piece(tf.constant(latents[:, begin:stop])).numpy()
             keep_from = (start - begin) * SAMPLES_PER_LATENT
             keep_to = None if stop == length else (stop - begin) * SAMPLES_PER_LATENT
             yield wave[:, :, keep_from:keep_to]

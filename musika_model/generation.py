@@ -121,15 +121,16 @@ def latent_coordinates(
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _compiled(generator: keras.Model):
-    """One tf.function per generator, so repeated calls reuse the trace."""
+def _compiled(generator: keras.Model, jit_compile: bool):
+    """One tf.function per generator and XLA choice, so repeated calls reuse the trace."""
     import tensorflow as tf
 
-    function = _COMPILED.get(generator)
-    if function is None:
-        function = tf.function(lambda coordinates: generator(coordinates, training=False))
-        _COMPILED[generator] = function
-    return function
+    functions = _COMPILED.setdefault(generator, {})
+    if jit_compile not in functions:
+        functions[jit_compile] = tf.function(
+            lambda coordinates: generator(coordinates, training=False), jit_compile=jit_compile
+        )
+    return functions[jit_compile]
 
 
 def gan_config_of(generator: keras.Model) -> GanConfig:
@@ -149,8 +150,13 @@ def generate_latents(
     truncation: float = 2.0,
     seed: int = 0,
     batch_windows: int = 8,
+    jit_compile: bool = False,
 ) -> np.ndarray:
-    """Latents (num_samples, T, 128) for `seconds` of audio, T = latents the audio needs."""
+    """Latents (num_samples, T, 128) for `seconds` of audio, T = latents the audio needs.
+
+    `jit_compile` runs the generator through XLA: the same numbers to rounding, but on a CPU
+    no faster and seconds longer to compile (`python -m benchmarks.run model`), hence off.
+    """
     from musika_model.layers import set_noise_seed
 
     gan = gan_config_of(generator)
@@ -159,7 +165,7 @@ def generate_latents(
     coordinates = latent_coordinates(gan, windows, num_samples, truncation, rng)
     flat = coordinates.reshape(num_samples * windows, gan.latent_length, -1)
     set_noise_seed(generator, int(rng.integers(0, 2**31)))
-    function = _compiled(generator)
+    function = _compiled(generator, jit_compile)
     outputs = [
         function(flat[start : start + batch_windows]).numpy()
         for start in range(0, len(flat), batch_windows)
@@ -176,18 +182,24 @@ def generate(
     truncation: float = 2.0,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    jit_compile: bool = False,
 ) -> list[np.ndarray]:
     """`num_samples` stereo pieces, each (round(seconds * 44100), 2) float32 in [-1, 1].
 
     The same seed gives identical audio (coordinates and all noise are seeded); `progress`
-    is called as (samples done, num_samples).
+    is called as (samples done, num_samples). `jit_compile`: generator and decoders through
+    XLA (see `generate_latents`).
     """
-    latents = generate_latents(generator, seconds, num_samples, truncation, seed)
+    latents = generate_latents(
+        generator, seconds, num_samples, truncation, seed, jit_compile=jit_compile
+    )
     length = samples_for_seconds(seconds)
     noise_seeds = np.random.default_rng([seed, 1]).integers(0, 2**31, num_samples)
     pieces = []
     for index in range(num_samples):
-        audio = autoencoder.decode(latents[index], num_samples=length, seed=int(noise_seeds[index]))
+        audio = autoencoder.decode(
+            latents[index], num_samples=length, seed=int(noise_seeds[index]), jit_compile=jit_compile
+        )
         pieces.append(audio)
         if progress is not None:
             progress(index + 1, num_samples)
