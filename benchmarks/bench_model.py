@@ -1,6 +1,6 @@
 """Musika model speed on this machine's CPU: encode, generate, AE and GAN training steps.
 
-Targets (DESIGN.md §6): encode >= 35x real time, generation >= 25x real time at
+Targets (docs/operations.md §6): encode >= 35x real time, generation >= 25x real time at
 base_channels 128, GAN step (G + D with R1, base_channels 128, batch 8, fp32) <= 0.83 s.
 All networks have random weights; every figure is timed after a warm-up call (tracing
 excluded) and is the best of a few repetitions, since the cores are shared.

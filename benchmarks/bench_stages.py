@@ -1,4 +1,4 @@
-"""Speed of the MIDI render and loudness stages, in x real time per core (DESIGN §6).
+"""Speed of the MIDI render and loudness stages, in x real time per core (docs/operations.md §6).
 
 Render: the demo MIDI sets (about 6 minutes of music) through pretty_midi's General MIDI font
 in one process, with the soundfont loaded once before timing. Normalize: the same audio, decoded

@@ -4,7 +4,7 @@ pipeline's throughput in windows per second, and the bare step at base_channels 
 in float32 with and without XLA and under mixed precision (median of several steps after
 a warm-up that traces and compiles), beside the original Musika's 1.01 s/step on this CPU kind.
 
-Target (DESIGN.md §6): a step at base_channels 128, batch 8, fp32 no slower than the
+Target (docs/operations.md §6): a step at base_channels 128, batch 8, fp32 no slower than the
 original's ~0.83 s on these cores. The pipeline must outpace any GPU step by far: a GPU step
 of batch 32 at ~0.1 s consumes ~320 windows/s.
 Step times are the best step of a second epoch, after a first one that traces the step.

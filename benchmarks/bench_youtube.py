@@ -1,7 +1,7 @@
 """YouTube/recording path: segment + quality filters + loudness normalization speed from decoded
 audio, and peak memory when segmenting a 3-hour compilation.
 
-Targets (DESIGN.md §6): >= 200x real time per core for segment + filter + normalize;
+Targets (docs/operations.md §6): >= 200x real time per core for segment + filter + normalize;
 < 1 GB RSS for a 3-hour compilation. The speed figure divides the audio duration by the
 process's CPU time (all threads), so it is per core whatever BLAS does. The 3-hour file is
 written to disk in blocks and segmented in a child process whose peak RSS is the figure

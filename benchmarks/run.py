@@ -1,6 +1,6 @@
 """Print every performance figure of the project: `python -m benchmarks.run [SUITE]...` (suites below).
 
-Targets (DESIGN.md §6) are printed beside the figures; nothing here fails on a miss: these are
+Targets (docs/operations.md §6) are printed beside the figures; nothing here fails on a miss: these are
 measurements, not tests.
 """
 
@@ -18,6 +18,7 @@ SUITES = {
     "youtube": ("benchmarks.bench_youtube", "segment + filter + normalize speed, 3-hour compilation memory"),
     "training": ("benchmarks.bench_training", "GAN trainer step, checkpoint save, input pipeline"),
     "demo": ("benchmarks.bench_demo", "the whole demo: fresh store, then an unchanged re-run"),
+    "learning": ("benchmarks.bench_learning", "the GAN learns: Fréchet distance of samples from step 0 to the end"),
 }
 
 

@@ -2,7 +2,7 @@
 
 Plain dataclasses with no TensorFlow import, so data stages and the CLI can use the
 constants (frame rates, window lengths) without paying for TensorFlow's start-up.
-Values follow the original implementation (see shared/reference/musika.md).
+Values follow the original implementation (see docs/musika.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Musika GAN training step, as pieces a trainer loop calls (shared/reference/musika.md §3-4).
+"""The Musika GAN training step, as pieces a trainer loop calls (docs/musika.md §3-4).
 
 - hinge losses; R1 = batch mean of the per-sample sum of squared gradients of sum D(real)
   with respect to the real latents (no 1/2);
@@ -148,9 +148,10 @@ def crop_coordinates(path: tf.Tensor, gan: GanConfig, seed: tf.Tensor) -> tf.Ten
     """One training window (B, L, 2 * coord_depth) of `path`, at an offset drawn uniformly per batch."""
     offsets = tf.constant(crop_offsets(gan), dtype=tf.int32)
     choice = counter_random.integers((), seed, len(crop_offsets(gan)))
-    # A gather of `latent_length` frames keeps the window's shape static, which XLA needs (a
-    # slice `start:start + L` with a drawn start has no static size under jit_compile).
-    window = tf.gather(path, offsets[choice] + tf.range(gan.latent_length), axis=1)
+    # Gathers, not slices: XLA needs a slice's bounds at compile time, so `path[:, start:start +
+    # L]` has no static size and even `offsets[choice]` would compile anew for every drawn value.
+    start = tf.gather(offsets, choice)
+    window = tf.gather(path, start + tf.range(gan.latent_length), axis=1)
     return tf.ensure_shape(window, (None, gan.latent_length, 2 * gan.coord_depth))
 
 

@@ -1,6 +1,6 @@
 """Generation: the generator's latent coordinates, then GEN -> DEC2 -> DEC -> inverse STFT.
 
-Coordinates follow the original `get_noise_interp_multi` (reference section 3): per sample,
+Coordinates follow the original `get_noise_interp_multi` (docs/musika.md §3): per sample,
 one style vector and fac + 2 anchor vectors are drawn from a standard normal truncated to
 +-truncation (a bound, not a standard deviation). Consecutive anchors are linearly
 interpolated over `coord_length` steps, each point is averaged with the next ("centering"),

@@ -1,7 +1,7 @@
 """Read and write the official Musika checkpoint files (Keras-2 HDF5 weights, optimizer state, R1 switch).
 
 Weight files are read and written directly with h5py, following
-shared/reference/musika-h5-layout.md: GAN files (`gen.h5`, `gen_ema.h5`, `critic.h5`) are
+docs/official-weights.md: GAN files (`gen.h5`, `gen_ema.h5`, `critic.h5`) are
 matched by layer name, AE files (`enc.h5`, `dec.h5`, `enc2.h5`, `dec2.h5`) by the position of
 their weighted layers, because only their positions are stable. Written files reproduce the
 official layout exactly (root attributes, every layer group including the weightless ones,
@@ -73,7 +73,7 @@ CRITIC_OPTIMIZER_FILE = "opt_disc.npy"
 SWITCH_FILE = "switch.npy"
 
 # Root `layer_names` of every official file, in order, as written by the original `load()` build
-# order (shared/reference/musika-h5-layout.tsv). `official=local` marks a layer with weights and
+# order (tests/data/musika-h5-layout.tsv). `official=local` marks a layer with weights and
 # names the layer of this project's network that holds them; bare names are weightless layers
 # (inputs, TF ops, pooling, ...) that the files list with an empty `weight_names`.
 _LAYOUT_TEXT = {

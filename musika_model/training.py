@@ -1,7 +1,7 @@
 """The Musika GAN trainer: configuration and presets, the training loop with a divergence guard,
 a collapse check on each epoch's samples, and resumable checkpoint folders.
 
-Loop (shared/reference/musika.md §4): epochs x iterations of `gan_step`'s step (hinge, R1 with
+Loop (docs/musika.md §4): epochs x iterations of `gan_step`'s step (hinge, R1 with
 the adaptive switch, EMA, L/R swap) on random windows of weighted latent sources
 (`training_data`). The learning rate follows `TrainConfig.lr_phases` times a scale that the
 divergence guard lowers.

@@ -1,6 +1,6 @@
 """Small audio helpers shared by the data stages: float32 stereo WAV I/O, PCM conversion, stats.
 
-The project's audio contract (DESIGN §2): float32 samples in [-1, 1], shape (n, 2), mono is
+The project's audio contract (docs/stage-contracts.md §1): float32 samples in [-1, 1], shape (n, 2), mono is
 duplicated to stereo and never dropped.
 """
 

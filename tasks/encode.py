@@ -2,7 +2,7 @@
 
 One item per dataset item; its object key hashes the upstream object and the autoencoder
 object, so a re-run with the same model finds every latents object in the store and a new
-model gives new keys. Items are whole segments: no fixed-length chunking here (DESIGN §2).
+model gives new keys. Items are whole segments: no fixed-length chunking here (docs/stage-contracts.md §7).
 The autoencoder is loaded once per worker process and reused by every batch it runs.
 """
 

@@ -61,7 +61,7 @@ LIMITER_HOLD_S = 0.020  # gain stays down this long around a peak before releasi
 LIMITER_MARGIN_DB = 0.1  # limiter threshold under the ceiling (modulation adds a little peak)
 LIMITER_PASSES = 5
 LOUDNESS_CONVERGENCE_LU = 0.1
-LOUDNESS_TOLERANCE_LU = 0.5  # the stage's promise (DESIGN §2)
+LOUDNESS_TOLERANCE_LU = 0.5  # the stage's promise (docs/stage-contracts.md §6)
 
 ReasonCode = Literal[
     "silent", "too_short", "peak_exceeds_ceiling", "excessive_gain", "non_finite", "bad_shape"

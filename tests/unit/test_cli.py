@@ -104,7 +104,7 @@ def test_human_output_of_diff_verify_and_gc(store, capsys):
 def test_model_info_reports_the_official_parameter_counts(capsys):
     assert main(["model", "info", "--base-channels", "64", "--json"]) == 0
     networks = json.loads(capsys.readouterr().out)["networks"]
-    # Figures from the official files' layout (shared/reference/musika-h5-layout.md, section 4).
+    # Figures from the official files' layout (docs/official-weights.md §4).
     assert networks["generator"]["parameters"] == 4_325_578
     assert networks["critic"]["parameters"] == 5_248_769
     assert networks["decoder1"]["parameters"] == 12_673_291

@@ -10,7 +10,7 @@ from musika_model import layers as musika_layers
 from musika_model import networks
 from musika_model.config import AutoencoderConfig, GanConfig
 
-# Official parameter counts (shared/reference/musika.md §2-3, musika-h5-layout.md §4).
+# Official parameter counts (docs/musika.md §2-3, docs/official-weights.md §4).
 OFFICIAL_AE_PARAMETERS = {
     "encoder1": 4_790_336,
     "decoder1": 12_673_291,

@@ -1,4 +1,4 @@
-"""Official Musika checkpoint import/export against the layout reference (TSV and §7 vectors)."""
+"""Official Musika checkpoint import/export against docs/official-weights.md (TSV and §7 vectors)."""
 
 from __future__ import annotations
 
