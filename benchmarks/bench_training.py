@@ -42,7 +42,8 @@ def trainer_step_time(base_channels: int, small: bool, batch_size: int, steps: i
     best step is taken, as in bench_model, because the cores are shared.
     """
     from musika_model.config import GanConfig
-    from musika_model.training import TrainConfig, Trainer
+    from musika_model.train_config import TrainConfig
+    from musika_model.training import Trainer
     from musika_model.training_data import LatentSource
 
     config = TrainConfig(

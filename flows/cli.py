@@ -393,7 +393,9 @@ _STAGE_ERRORS: dict[str, tuple[str, ...]] = {
     "tasks.training": ("TrainingInputError",),
     "tasks.autoencoder": ("AutoencoderStageError", "AutoencoderDivergedError"),
     "tasks.generate": ("InvalidGenerateRequest",),
-    "musika_model.training": ("CheckpointError", "TrainConfigError", "TrainingDiverged"),
+    "musika_model.checkpoints": ("CheckpointError",),
+    "musika_model.train_config": ("TrainConfigError",),
+    "musika_model.training": ("TrainingDiverged",),
     "musika_model.training_data": ("TrainingDataError",),
     "musika_model.devices": ("DeviceUnavailableError",),
 }

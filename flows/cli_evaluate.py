@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from musika_model.training import CheckpointMismatchError
+from musika_model.checkpoints import CheckpointMismatchError
 from tasks.batching import StageFailed
 from tasks.models import NotAModelError
 

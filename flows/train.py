@@ -24,7 +24,7 @@ from tasks.store import ArtifactStore
 
 if TYPE_CHECKING:
     from musika_model.config import GanConfig
-    from musika_model.training import TrainConfig
+    from musika_model.train_config import TrainConfig
 
 DEFAULT_RUN = RunSettings()
 PRETRAIN_DEFAULTS = TrainingSettings(preset="piano_pretrain")
@@ -51,7 +51,7 @@ def checked_config(settings: TrainingSettings, parent_gan: GanConfig | None = No
 
 def parent_networks(store: ArtifactStore, parent: str) -> tuple[StoredModel, GanConfig]:
     """The model `parent` (NAME or NAME@V) and the networks of its GAN checkpoint."""
-    from musika_model.training import read_checkpoint_info
+    from musika_model.checkpoints import read_checkpoint_info
 
     model = resolve_model(store, parent)
     _, parent_dir = model.require_gan()

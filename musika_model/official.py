@@ -6,7 +6,8 @@ matched by layer name, AE files (`enc.h5`, `dec.h5`, `enc2.h5`, `dec2.h5`) by th
 their weighted layers, because only their positions are stable. Written files reproduce the
 official layout exactly (root attributes, every layer group including the weightless ones,
 `weight_names`, nested dataset paths, `top_level_model_weights`), so the original tools load
-them with plain `load_weights`.
+them with plain `load_weights`. The layer lists of the official files are package data
+(`data/official_layout.txt`).
 
 `opt_dec.npy` / `opt_disc.npy` are pickled numpy object arrays [iterations, m..., v...]; they
 are read with an unpickler that only accepts numpy arrays and scalars, and written with the
@@ -22,6 +23,7 @@ import os
 import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,175 +74,30 @@ GENERATOR_OPTIMIZER_FILE = "opt_dec.npy"
 CRITIC_OPTIMIZER_FILE = "opt_disc.npy"
 SWITCH_FILE = "switch.npy"
 
-# Root `layer_names` of every official file, in order, as written by the original `load()` build
-# order (tests/data/musika-h5-layout.tsv). `official=local` marks a layer with weights and
-# names the layer of this project's network that holds them; bare names are weightless layers
-# (inputs, TF ops, pooling, ...) that the files list with an empty `weight_names`.
-_LAYOUT_TEXT = {
-    "enc": """
-        input_3 tf.compat.v1.transpose_4 conv2d=enc1_conv1 tf.nn.silu_10 conv2d_1=enc1_conv2
-        tf.nn.silu_11 conv2d_2=enc1_conv3 tf.nn.silu_12 conv2d_3=enc1_conv4 tf.nn.silu_13
-        conv2d_4=enc1_conv5 tf.nn.silu_14 conv2d_5=enc1_out tf.math.tanh tf.split_2 tf.concat_2
-        tf.cast_3
-    """,
-    "dec": """
-        input_4 conv2d_6=dec1_e0 add_noise=dec1_e0_noise tf.nn.silu_15 conv2d_7=dec1_e1
-        add_noise_1=dec1_e1_noise tf.nn.silu_16 conv2d_8=dec1_e2 add_noise_2=dec1_e2_noise
-        tf.nn.silu_17 conv2d_9=dec1_e3 add_noise_3=dec1_e3_noise tf.nn.silu_18
-        conv2d_transpose_1=dec1_u2 add_noise_6=dec1_u2_noise tf.nn.silu_21 tf.__operators__.add_19
-        conv2d_transpose_2=dec1_u1 conv2d_transpose_4=dec1_phase1 add_noise_7=dec1_u1_noise
-        add_noise_9=dec1_phase1_noise tf.nn.silu_22 tf.nn.silu_24 tf.__operators__.add_20
-        tf.__operators__.add_22 conv2d_transpose_3=dec1_u0 conv2d_transpose_5=dec1_phase2
-        add_noise_8=dec1_u0_noise add_noise_10=dec1_phase2_noise tf.nn.silu_23 tf.nn.silu_25
-        tf.__operators__.add_21 tf.__operators__.add_23 conv2d_11=dec1_magnitude
-        conv2d_12=dec1_phase tf.clip_by_value tf.clip_by_value_1 tf.split_3 tf.split_4 tf.concat_3
-        tf.concat_4 tf.compat.v1.transpose_5 tf.compat.v1.transpose_6 tf.compat.v1.squeeze
-        tf.compat.v1.squeeze_1 tf.cast_4 tf.cast_5
-    """,
-    "enc2": """
-        input_5 tf.split_5 tf.concat_5 conv2d_13=enc2_conv1 tf.nn.silu_26 conv2d_14=enc2_conv2
-        tf.nn.silu_27 conv2d_15=enc2_conv3 tf.nn.silu_28 conv2d_16=enc2_conv4 tf.nn.silu_29
-        conv2d_17=enc2_conv5 tf.nn.silu_30 conv2d_18=enc2_conv6 tf.nn.silu_31 conv2d_19=enc2_conv7
-        tf.nn.silu_32 cbottle=enc2_out tf.split_6 tf.concat_6 tf.split_7 tf.concat_7 tf.cast_6
-    """,
-    "dec2": """
-        input_6 conv2d_20=dec2_conv1 add_noise_11=dec2_conv1_noise tf.nn.silu_33
-        conv2d_transpose_6=dec2_up1 add_noise_12=dec2_up1_noise tf.nn.silu_34 conv2d_21=dec2_conv2
-        add_noise_13=dec2_conv2_noise tf.nn.silu_35 conv2d_transpose_7=dec2_up2
-        add_noise_14=dec2_up2_noise tf.nn.silu_36 conv2d_22=dec2_conv3 add_noise_15=dec2_conv3_noise
-        tf.nn.silu_37 conv2d_transpose_8=dec2_up3 add_noise_16=dec2_up3_noise tf.nn.silu_38
-        conv2d_transpose_9=dec2_up4 add_noise_17=dec2_up4_noise tf.nn.silu_39 cout=dec2_out
-        tf.split_8 tf.concat_8 tf.cast_7
-    """,
-    "gen": """
-        input_1 tf.split tf.concat tf.expand_dims average_pooling2d average_pooling2d_1
-        average_pooling2d_2 average_pooling2d_3 average_pooling2d_4 average_pooling2d_5 flatten
-        00d=00d reshape 00n=00n tf.math.reduce_std tf.__operators__.add tf.math.truediv 00ai=00ai
-        tf.math.multiply tf.nn.silu 0c=0c 0r=0r tf.math.reduce_std_1 tf.__operators__.add_1
-        tf.math.truediv_1 0ai=0ai tf.math.multiply_1 tf.nn.silu_1 tf.math.multiply_2 1c=1c 1r=1r
-        tf.math.reduce_std_2 tf.compat.v1.shape tf.__operators__.add_2 tf.__operators__.getitem
-        tf.math.truediv_2 1ai=1ai tf.reshape tf.math.multiply_3 tf.compat.v1.transpose tf.nn.silu_2
-        tf.reshape_1 tf.math.multiply_4 res1c=res1c tf.__operators__.add_3 2c=2c 2r=2r
-        tf.math.reduce_std_3 tf.__operators__.add_4 tf.math.truediv_3 2ai=2ai tf.math.multiply_5
-        tf.nn.silu_3 tf.math.multiply_6 3c=3c 3r=3r tf.math.reduce_std_4 tf.compat.v1.shape_1
-        tf.__operators__.add_5 tf.__operators__.getitem_1 tf.math.truediv_4 3ai=3ai tf.reshape_2
-        tf.math.multiply_7 tf.compat.v1.transpose_1 tf.nn.silu_4 tf.reshape_3 tf.math.multiply_8
-        res2c=res2c tf.__operators__.add_6 4c=4c 4r=4r tf.math.reduce_std_5 tf.__operators__.add_7
-        tf.math.truediv_5 4ai=4ai tf.math.multiply_9 tf.nn.silu_5 tf.math.multiply_10 5c=5c 5r=5r
-        tf.math.reduce_std_6 tf.compat.v1.shape_2 tf.__operators__.add_8 tf.__operators__.getitem_2
-        tf.math.truediv_6 5ai=5ai tf.reshape_4 tf.math.multiply_11 tf.compat.v1.transpose_2
-        tf.nn.silu_6 tf.reshape_5 tf.math.multiply_12 res3c=res3c tf.__operators__.add_9 6c=6c 6r=6r
-        tf.math.reduce_std_7 tf.__operators__.add_10 tf.math.truediv_7 6ai=6ai tf.math.multiply_13
-        tf.nn.silu_7 tf.math.multiply_14 7c=7c 7r=7r tf.math.reduce_std_8 tf.compat.v1.shape_3
-        tf.__operators__.add_11 tf.__operators__.getitem_3 tf.math.truediv_8 7ai=7ai tf.reshape_6
-        tf.math.multiply_15 tf.compat.v1.transpose_3 tf.nn.silu_8 tf.reshape_7 tf.math.multiply_16
-        res4c=res4c tf.__operators__.add_12 8c=8c 8r=8r tf.math.reduce_std_9 tf.cast
-        tf.__operators__.add_13 tf.expand_dims_1 tf.math.truediv_9 8ai=8ai tf.math.multiply_17
-        tf.nn.silu_9 9c=9c tf.split_1 tf.concat_1 tf.cast_1
-    """,
-    "gen_ema": """
-        input_7 tf.split_9 tf.concat_9 tf.expand_dims_2 average_pooling2d_11 average_pooling2d_12
-        average_pooling2d_13 average_pooling2d_14 average_pooling2d_15 average_pooling2d_16
-        flatten_2 00d=00d reshape_1 00n=00n tf.math.reduce_std_10 tf.__operators__.add_24
-        tf.math.truediv_10 00ai=00ai tf.math.multiply_28 tf.nn.silu_40 0c=0c 0r=0r
-        tf.math.reduce_std_11 tf.__operators__.add_25 tf.math.truediv_11 0ai=0ai tf.math.multiply_29
-        tf.nn.silu_41 tf.math.multiply_30 1c=1c 1r=1r tf.math.reduce_std_12 tf.compat.v1.shape_4
-        tf.__operators__.add_26 tf.__operators__.getitem_4 tf.math.truediv_12 1ai=1ai tf.reshape_8
-        tf.math.multiply_31 tf.compat.v1.transpose_7 tf.nn.silu_42 tf.reshape_9 tf.math.multiply_32
-        res1c=res1c tf.__operators__.add_27 2c=2c 2r=2r tf.math.reduce_std_13
-        tf.__operators__.add_28 tf.math.truediv_13 2ai=2ai tf.math.multiply_33 tf.nn.silu_43
-        tf.math.multiply_34 3c=3c 3r=3r tf.math.reduce_std_14 tf.compat.v1.shape_5
-        tf.__operators__.add_29 tf.__operators__.getitem_5 tf.math.truediv_14 3ai=3ai tf.reshape_10
-        tf.math.multiply_35 tf.compat.v1.transpose_8 tf.nn.silu_44 tf.reshape_11 tf.math.multiply_36
-        res2c=res2c tf.__operators__.add_30 4c=4c 4r=4r tf.math.reduce_std_15
-        tf.__operators__.add_31 tf.math.truediv_15 4ai=4ai tf.math.multiply_37 tf.nn.silu_45
-        tf.math.multiply_38 5c=5c 5r=5r tf.math.reduce_std_16 tf.compat.v1.shape_6
-        tf.__operators__.add_32 tf.__operators__.getitem_6 tf.math.truediv_16 5ai=5ai tf.reshape_12
-        tf.math.multiply_39 tf.compat.v1.transpose_9 tf.nn.silu_46 tf.reshape_13 tf.math.multiply_40
-        res3c=res3c tf.__operators__.add_33 6c=6c 6r=6r tf.math.reduce_std_17
-        tf.__operators__.add_34 tf.math.truediv_17 6ai=6ai tf.math.multiply_41 tf.nn.silu_47
-        tf.math.multiply_42 7c=7c 7r=7r tf.math.reduce_std_18 tf.compat.v1.shape_7
-        tf.__operators__.add_35 tf.__operators__.getitem_7 tf.math.truediv_18 7ai=7ai tf.reshape_14
-        tf.math.multiply_43 tf.compat.v1.transpose_10 tf.nn.silu_48 tf.reshape_15
-        tf.math.multiply_44 res4c=res4c tf.__operators__.add_36 8c=8c 8r=8r tf.math.reduce_std_19
-        tf.cast_8 tf.__operators__.add_37 tf.expand_dims_3 tf.math.truediv_19 8ai=8ai
-        tf.math.multiply_45 tf.nn.silu_49 9c=9c tf.split_10 tf.concat_10 tf.cast_9
-    """,
-    "critic": """
-        input_2 1c=1c leaky_re_lu 2c0=2c0 leaky_re_lu_1 tf.math.multiply_18 2c1=2c1 leaky_re_lu_2
-        average_pooling2d_6 tf.math.multiply_19 2c3=2c3 tf.__operators__.add_14 3c0=3c0
-        leaky_re_lu_3 tf.math.multiply_20 3c1=3c1 leaky_re_lu_4 average_pooling2d_7
-        tf.math.multiply_21 3c3=3c3 tf.__operators__.add_15 4c0=4c0 leaky_re_lu_5
-        tf.math.multiply_22 4c1=4c1 leaky_re_lu_6 average_pooling2d_8 tf.math.multiply_23 4c3=4c3
-        tf.__operators__.add_16 5c0=5c0 leaky_re_lu_7 tf.math.multiply_24 5c1=5c1 leaky_re_lu_8
-        average_pooling2d_9 tf.math.multiply_25 5c3=5c3 tf.__operators__.add_17 6c0=6c0
-        leaky_re_lu_9 tf.math.multiply_26 6c1=6c1 leaky_re_lu_10 tf.math.multiply_27
-        average_pooling2d_10 tf.__operators__.add_18 7c=7c leaky_re_lu_11 flatten_1 7d=7d tf.cast_2
-    """,
-    "gen_small": """
-        input_1 tf.split tf.concat tf.expand_dims average_pooling2d average_pooling2d_1
-        average_pooling2d_2 average_pooling2d_3 average_pooling2d_4 flatten 00d=00d reshape 00n=00n
-        tf.math.reduce_std tf.__operators__.add tf.math.truediv 00ai=00ai tf.math.multiply
-        tf.nn.silu 0_smallc=0_smallc 0_smallr=0_smallr tf.math.reduce_std_1 tf.__operators__.add_1
-        tf.math.truediv_1 0_smallai=0_smallai tf.math.multiply_1 tf.nn.silu_1 tf.math.multiply_2
-        1_smallc=1_smallc 1_smallr=1_smallr tf.math.reduce_std_2 tf.__operators__.add_2
-        tf.math.truediv_2 1_smallai=1_smallai tf.math.multiply_3 tf.nn.silu_2 tf.math.multiply_4
-        res1c_small=res1c_small tf.__operators__.add_3 2c=2c 2r=2r tf.math.reduce_std_3
-        tf.__operators__.add_4 tf.math.truediv_3 2ai=2ai tf.math.multiply_5 tf.nn.silu_3
-        tf.math.multiply_6 3c=3c 3r=3r tf.math.reduce_std_4 tf.compat.v1.shape
-        tf.__operators__.add_5 tf.__operators__.getitem tf.math.truediv_4 3ai=3ai tf.reshape
-        tf.math.multiply_7 tf.compat.v1.transpose tf.nn.silu_4 tf.reshape_1 tf.math.multiply_8
-        res2c=res2c tf.__operators__.add_6 4c=4c 4r=4r tf.math.reduce_std_5 tf.__operators__.add_7
-        tf.math.truediv_5 4ai=4ai tf.math.multiply_9 tf.nn.silu_5 tf.math.multiply_10 5c=5c 5r=5r
-        tf.math.reduce_std_6 tf.compat.v1.shape_1 tf.__operators__.add_8 tf.__operators__.getitem_1
-        tf.math.truediv_6 5ai=5ai tf.reshape_2 tf.math.multiply_11 tf.compat.v1.transpose_1
-        tf.nn.silu_6 tf.reshape_3 tf.math.multiply_12 res3c=res3c tf.__operators__.add_9 6c=6c 6r=6r
-        tf.math.reduce_std_7 tf.__operators__.add_10 tf.math.truediv_7 6ai=6ai tf.math.multiply_13
-        tf.nn.silu_7 tf.math.multiply_14 7c=7c 7r=7r tf.math.reduce_std_8 tf.compat.v1.shape_2
-        tf.__operators__.add_11 tf.__operators__.getitem_2 tf.math.truediv_8 7ai=7ai tf.reshape_4
-        tf.math.multiply_15 tf.compat.v1.transpose_2 tf.nn.silu_8 tf.reshape_5 tf.math.multiply_16
-        res4c=res4c tf.__operators__.add_12 8c=8c 8r=8r tf.math.reduce_std_9 tf.cast
-        tf.__operators__.add_13 tf.expand_dims_1 tf.math.truediv_9 8ai=8ai tf.math.multiply_17
-        tf.nn.silu_9 9c=9c tf.split_1 tf.concat_1 tf.cast_1
-    """,
-    "gen_ema_small": """
-        input_7 tf.split_9 tf.concat_9 tf.expand_dims_2 average_pooling2d_9 average_pooling2d_10
-        average_pooling2d_11 average_pooling2d_12 average_pooling2d_13 flatten_2 00d=00d reshape_1
-        00n=00n tf.math.reduce_std_10 tf.__operators__.add_23 tf.math.truediv_10 00ai=00ai
-        tf.math.multiply_26 tf.nn.silu_40 0_smallc=0_smallc 0_smallr=0_smallr tf.math.reduce_std_11
-        tf.__operators__.add_24 tf.math.truediv_11 0_smallai=0_smallai tf.math.multiply_27
-        tf.nn.silu_41 tf.math.multiply_28 1_smallc=1_smallc 1_smallr=1_smallr tf.math.reduce_std_12
-        tf.__operators__.add_25 tf.math.truediv_12 1_smallai=1_smallai tf.math.multiply_29
-        tf.nn.silu_42 tf.math.multiply_30 res1c_small=res1c_small tf.__operators__.add_26 2c=2c
-        2r=2r tf.math.reduce_std_13 tf.__operators__.add_27 tf.math.truediv_13 2ai=2ai
-        tf.math.multiply_31 tf.nn.silu_43 tf.math.multiply_32 3c=3c 3r=3r tf.math.reduce_std_14
-        tf.compat.v1.shape_3 tf.__operators__.add_28 tf.__operators__.getitem_3 tf.math.truediv_14
-        3ai=3ai tf.reshape_6 tf.math.multiply_33 tf.compat.v1.transpose_6 tf.nn.silu_44 tf.reshape_7
-        tf.math.multiply_34 res2c=res2c tf.__operators__.add_29 4c=4c 4r=4r tf.math.reduce_std_15
-        tf.__operators__.add_30 tf.math.truediv_15 4ai=4ai tf.math.multiply_35 tf.nn.silu_45
-        tf.math.multiply_36 5c=5c 5r=5r tf.math.reduce_std_16 tf.compat.v1.shape_4
-        tf.__operators__.add_31 tf.__operators__.getitem_4 tf.math.truediv_16 5ai=5ai tf.reshape_8
-        tf.math.multiply_37 tf.compat.v1.transpose_7 tf.nn.silu_46 tf.reshape_9 tf.math.multiply_38
-        res3c=res3c tf.__operators__.add_32 6c=6c 6r=6r tf.math.reduce_std_17
-        tf.__operators__.add_33 tf.math.truediv_17 6ai=6ai tf.math.multiply_39 tf.nn.silu_47
-        tf.math.multiply_40 7c=7c 7r=7r tf.math.reduce_std_18 tf.compat.v1.shape_5
-        tf.__operators__.add_34 tf.__operators__.getitem_5 tf.math.truediv_18 7ai=7ai tf.reshape_10
-        tf.math.multiply_41 tf.compat.v1.transpose_8 tf.nn.silu_48 tf.reshape_11 tf.math.multiply_42
-        res4c=res4c tf.__operators__.add_35 8c=8c 8r=8r tf.math.reduce_std_19 tf.cast_8
-        tf.__operators__.add_36 tf.expand_dims_3 tf.math.truediv_19 8ai=8ai tf.math.multiply_43
-        tf.nn.silu_49 9c=9c tf.split_10 tf.concat_10 tf.cast_9
-    """,
-    "critic_small": """
-        input_2 1c=1c leaky_re_lu 2c0=2c0 leaky_re_lu_1 tf.math.multiply_18 2c1=2c1 leaky_re_lu_2
-        average_pooling2d_5 tf.math.multiply_19 2c3=2c3 tf.__operators__.add_14 3c0=3c0
-        leaky_re_lu_3 tf.math.multiply_20 3c1=3c1 leaky_re_lu_4 average_pooling2d_6
-        tf.math.multiply_21 3c3=3c3 tf.__operators__.add_15 4c0=4c0 leaky_re_lu_5
-        tf.math.multiply_22 4c1=4c1 leaky_re_lu_6 average_pooling2d_7 tf.math.multiply_23 4c3=4c3
-        tf.__operators__.add_16 5c0=5c0 leaky_re_lu_7 tf.math.multiply_24 5c1=5c1 leaky_re_lu_8
-        average_pooling2d_8 tf.math.multiply_25 5c3=5c3 tf.__operators__.add_17 7c=7c leaky_re_lu_9
-        flatten_1 7d=7d tf.cast_2
-    """,
-}
+LAYOUT_FILE = "official_layout.txt"
+"""Package data (musika_model/data/): the root `layer_names` of every official file in order, with
+`official=local` naming where each weighted layer lives in our networks (format in its header)."""
+
+
+def _read_layout_text() -> dict[str, str]:
+    """{layout key: its whitespace-separated layer tokens}, in file order, from `LAYOUT_FILE`."""
+    text = (resources.files(__package__) / "data" / LAYOUT_FILE).read_text(encoding="utf-8")
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+        elif current is None:
+            raise ValueError(f"{LAYOUT_FILE}: layer names before the first [key] line: {line!r}")
+        else:
+            current.append(line)
+    return {key: "\n".join(lines) for key, lines in sections.items()}
+
+
+_LAYOUT_TEXT = _read_layout_text()
 
 
 @dataclass(frozen=True)

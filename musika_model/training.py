@@ -1,10 +1,10 @@
-"""The Musika GAN trainer: configuration and presets, the training loop with a divergence guard,
-a collapse check on each epoch's samples, and resumable checkpoint folders.
+"""The Musika GAN trainer: the training loop with a divergence guard, a collapse check on each
+epoch's samples, progress reports, and checkpoint saving and pruning.
 
 Loop (docs/musika.md §4): epochs x iterations of `gan_step`'s step (hinge, R1 with
 the adaptive switch, EMA, L/R swap) on random windows of weighted latent sources
-(`training_data`). The learning rate follows `TrainConfig.lr_phases` times a scale that the
-divergence guard lowers.
+(`training_data`). The learning rate follows `TrainConfig.lr_phases` (`train_config`) times a
+scale that the divergence guard lowers.
 
 Divergence guard: every `log_every` steps the losses are checked for NaN/Inf and the weights
 of generator, EMA generator and critic for NaN/Inf. On a hit the trainer restores the in-memory
@@ -15,78 +15,62 @@ repeats the epoch with fresh data draws; after `max_rollbacks` rollbacks it rais
 lr was too high.
 
 Collapse check: at each epoch end `sample_count` samples of one window come from the EMA
-generator. With an autoencoder they are decoded and judged by `collapse_report` (silence, or
-a narrow-band "beep"); without one their latents are judged by `latent_report` (non-finite,
-or nearly constant over time compared with the training windows). When every sample
+generator. With an autoencoder they are decoded and judged by `collapse.collapse_report`;
+without one their latents are judged by `collapse.latent_report`. When every sample
 collapsed, a "collapse" event is recorded and logged as a warning, or, with
 `collapse_as_divergence`, handled like a NaN.
 
-Checkpoint folder (written into `.tmp-<name>-<pid>` beside it, then renamed; `checkpoint.json`
-is the last file written, so a folder without it is incomplete):
-
-    gen.h5, gen_ema.h5, critic.h5     official-layout weights (open in the original tools)
-    opt_dec.npy, opt_disc.npy         Adam state of generator / critic, official npy layout
-    switch.npy                        R1 switch
-    loss_scale.json                   dynamic loss scales (mixed_float16 runs only)
-    training_state.json               counters, lr scale, TrainConfig, lineage, events, history
-    samples/sample-N.npy (.wav)       EMA-generator latents (and audio with an autoencoder)
-    checkpoint.json                   format, step, epoch, GAN config, size + sha256 of every file
-
-A run folder holds `checkpoints/<epoch-EEEE-step-SSSSSSSS>/` and `tensorboard/`.
-TensorFlow is imported only when a trainer or a checkpoint's networks are built.
+Checkpoints are written by `checkpoints.save_checkpoint` (folder layout there) into
+`<run_dir>/checkpoints/`; TensorBoard scalars go to `<run_dir>/tensorboard/`.
+TensorFlow is imported only when a trainer is built.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
-import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import official
+from .checkpoints import (
+    CHECKPOINTS_DIR,
+    MARKER_FILE,
+    SWITCH_START,
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointState,
+    TrainingEvent,
+    TrainingState,
+    apply_loss_scale_state,
+    file_sha256,
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from .collapse import CollapseReport, LatentReport, collapse_report, latent_report, temporal_std
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT, GanConfig
 from .devices import gpu_visible
+from .train_config import TrainConfig, precision_policy, using_dtype_policy
 from .training_data import LatentSource, WindowSampler, make_dataset
 
 if TYPE_CHECKING:
-    import keras
-
     from .codec import Autoencoder
     from .gan_step import GanTraining
     from .networks import GanNetworks
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "musika-piano-gan-checkpoint"
-CHECKPOINT_VERSION = 1
-MARKER_FILE = "checkpoint.json"
-STATE_FILE = "training_state.json"
-LOSS_SCALE_FILE = "loss_scale.json"
-SAMPLES_DIR = "samples"
-CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 LOSS_KEYS = ("critic_real", "critic_fake", "generator", "r1_penalty", "r1_weight", "switch")
-SWITCH_START = -1.0
-HASH_BLOCK = 1 << 20
-MIXED_PRECISION_DTYPES = ("float16", "bfloat16")
-
-
-# --- errors ------------------------------------------------------------------------------------
-
-
-class TrainConfigError(ValueError):
-    """A training configuration value out of range."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -98,732 +82,6 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, message: str, events: Sequence[TrainingEvent]) -> None:
         super().__init__(message)
         self.events = list(events)
-
-
-class CheckpointError(Exception):
-    """Base class of checkpoint problems."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """No checkpoint folder, or a folder holding no checkpoint."""
-
-
-class CorruptCheckpointError(CheckpointError):
-    """An incomplete or damaged checkpoint (missing marker, truncated or altered file)."""
-
-
-class CheckpointMismatchError(CheckpointError, ValueError):
-    """A checkpoint whose networks differ from the configuration (base_channels, small)."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """Writing a checkpoint failed (e.g. disk full); the previous checkpoints are untouched."""
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a GAN training run is parameterised by."""
-
-    gan: GanConfig = field(default_factory=GanConfig)
-    batch_size: int = 32
-    iterations_per_epoch: int = 9375
-    """The original's epoch: 300000 windows / batch 32."""
-    lr_phases: tuple[tuple[int, float], ...] = ((250, 1e-4),)
-    """(epochs, learning rate) pairs run in order; the run lasts their total epochs."""
-    save_every: int = 1
-    """Save a checkpoint every N epochs (and always after the last epoch of a `train` call)."""
-    keep_checkpoints: int = 3
-    seed: int = 0
-    r1_max_weight: float = 10.0
-    ema_decay: float = 0.999
-    mixed_precision: bool | None = None
-    """None: on when a GPU is visible (fp32 on CPU)."""
-    mixed_precision_dtype: str = "float16"
-    """The half type of mixed precision: "float16" (dynamic loss scaling) or "bfloat16" (float32's
-    exponent range, no loss scaling; needs hardware with bfloat16 kernels)."""
-    xla: bool | None = None
-    """None: on when a GPU is visible."""
-    log_every: int = 20
-    """Steps between loss checks, TensorBoard scalars and "step" progress reports."""
-    max_rollbacks: int = 3
-    rollback_lr_factor: float = 0.5
-    collapse_check: bool = True
-    collapse_as_divergence: bool = False
-    sample_count: int = 2
-    """Samples (one GAN window each) per epoch for the collapse check and each checkpoint."""
-    sample_truncation: float = 2.0
-    silence_dbfs: float = -50.0
-    tonal_peak_ratio: float = 0.5
-    static_latent_ratio: float = 0.1
-
-    def __post_init__(self) -> None:
-        phases = tuple((int(epochs), float(lr)) for epochs, lr in self.lr_phases)
-        object.__setattr__(self, "lr_phases", phases)
-        positive = {
-            "batch_size": self.batch_size,
-            "iterations_per_epoch": self.iterations_per_epoch,
-            "save_every": self.save_every,
-            "keep_checkpoints": self.keep_checkpoints,
-            "log_every": self.log_every,
-        }
-        for name, value in positive.items():
-            if int(value) != value or value < 1:
-                raise TrainConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not phases:
-            raise TrainConfigError("lr_phases is empty: give at least one (epochs, lr) phase")
-        for epochs, lr in phases:
-            if epochs < 1 or not (math.isfinite(lr) and lr > 0):
-                raise TrainConfigError(
-                    f"lr phase ({epochs}, {lr}) needs epochs >= 1 and a positive learning rate"
-                )
-        if not 0.0 < self.rollback_lr_factor < 1.0:
-            raise TrainConfigError(
-                f"rollback_lr_factor must be in (0, 1), got {self.rollback_lr_factor}"
-            )
-        if self.max_rollbacks < 0 or self.sample_count < 0:
-            raise TrainConfigError("max_rollbacks and sample_count must not be negative")
-        if self.mixed_precision_dtype not in MIXED_PRECISION_DTYPES:
-            raise TrainConfigError(
-                f"mixed_precision_dtype must be one of {', '.join(MIXED_PRECISION_DTYPES)}, "
-                f"got {self.mixed_precision_dtype!r}"
-            )
-        if not 0.0 <= self.ema_decay < 1.0 or self.r1_max_weight < 0:
-            raise TrainConfigError(
-                f"ema_decay must be in [0, 1) and r1_max_weight >= 0, got {self.ema_decay}, "
-                f"{self.r1_max_weight}"
-            )
-
-    @property
-    def epochs(self) -> int:
-        return sum(epochs for epochs, _ in self.lr_phases)
-
-    @property
-    def total_steps(self) -> int:
-        return self.epochs * self.iterations_per_epoch
-
-    def phase_at(self, epoch: int) -> tuple[int, float]:
-        """(phase index, learning rate) of the 0-based `epoch`; past the end, the last phase."""
-        end = 0
-        for index, (epochs, lr) in enumerate(self.lr_phases):
-            end += epochs
-            if epoch < end:
-                return index, lr
-        return len(self.lr_phases) - 1, self.lr_phases[-1][1]
-
-    def to_dict(self) -> dict:
-        """Plain data; fields added after the first release are left out at their defaults,
-        so the run keys of configurations that do not use them stay what they were."""
-        data = asdict(self)
-        data["gan"] = self.gan.to_dict()
-        data["lr_phases"] = [[epochs, lr] for epochs, lr in self.lr_phases]
-        for name, default in _LATER_FIELD_DEFAULTS.items():
-            if data[name] == default:
-                del data[name]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        known = {item.name for item in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainConfigError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
-        values = dict(data)
-        if "gan" in values:
-            values["gan"] = GanConfig.from_dict(values["gan"])
-        if "lr_phases" in values:
-            values["lr_phases"] = tuple(tuple(phase) for phase in values["lr_phases"])
-        return cls(**values)
-
-
-_LATER_FIELD_DEFAULTS = {"mixed_precision_dtype": "float16"}
-
-
-def piano_pretrain() -> TrainConfig:
-    """The recipe that worked best: rendered piano MIDI, base_channels 256, lr 2e-5, ~283 epochs."""
-    return TrainConfig(gan=GanConfig(base_channels=256), lr_phases=((283, 2e-5),))
-
-
-def finetune_recordings() -> TrainConfig:
-    """Fine-tune a `piano_pretrain` model on recordings: 15 epochs at 4e-5, then 85 at 1e-5."""
-    return TrainConfig(gan=GanConfig(base_channels=256), lr_phases=((15, 4e-5), (85, 1e-5)))
-
-
-def tiny() -> TrainConfig:
-    """Seconds-long CPU runs for tests and the demo: base_channels 16, small windows, batch 2."""
-    return TrainConfig(
-        gan=GanConfig(base_channels=16, small=True),
-        batch_size=2,
-        iterations_per_epoch=4,
-        lr_phases=((1, 1e-4), (1, 5e-5)),
-        log_every=1,
-        keep_checkpoints=2,
-        sample_count=1,
-    )
-
-
-PRESETS: dict[str, Callable[[], TrainConfig]] = {
-    "piano_pretrain": piano_pretrain,
-    "finetune_recordings": finetune_recordings,
-    "tiny": tiny,
-}
-
-
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """The named preset, with any TrainConfig fields replaced by `overrides`."""
-    if name not in PRESETS:
-        raise TrainConfigError(f"unknown preset '{name}'; choose from {', '.join(PRESETS)}")
-    return replace(PRESETS[name](), **overrides)
-
-
-# --- collapse checks ---------------------------------------------------------------------------
-
-SPECTRUM_FFT = 4096
-PEAK_HALF_WIDTH_BINS = 3
-"""The "narrow band" around the strongest bin: +-3 bins of a 4096-point FFT (+-32 Hz at 44.1 kHz)."""
-LOWEST_FREQUENCY = 20.0
-
-
-@dataclass(frozen=True)
-class CollapseReport:
-    """Scores of one generated sample and what they flag."""
-
-    silent: bool
-    tonal: bool
-    rms_dbfs: float
-    peak_band_ratio: float
-    """Share of the long-term spectrum's energy in the narrow band around its strongest bin."""
-    peak_frequency_hz: float
-    spectral_flatness: float
-    """Geometric over arithmetic mean of the long-term power spectrum (1 = white noise)."""
-
-    @property
-    def collapsed(self) -> bool:
-        return self.silent or self.tonal
-
-    @property
-    def reason(self) -> str:
-        if self.silent:
-            return f"near-silence ({self.rms_dbfs:.1f} dBFS)"
-        if self.tonal:
-            return (
-                f"beep: {self.peak_band_ratio:.0%} of the energy within "
-                f"+-{PEAK_HALF_WIDTH_BINS} bins of {self.peak_frequency_hz:.0f} Hz"
-            )
-        return "ok"
-
-
-def _long_term_spectrum(channels: np.ndarray) -> np.ndarray:
-    """Mean power spectrum over Hann frames of every channel, summed over channels."""
-    window = np.hanning(SPECTRUM_FFT)
-    hop = SPECTRUM_FFT // 2
-    spectrum = np.zeros(SPECTRUM_FFT // 2 + 1)
-    for channel in channels:
-        if len(channel) < SPECTRUM_FFT:
-            channel = np.pad(channel, (0, SPECTRUM_FFT - len(channel)))
-        frames = np.lib.stride_tricks.sliding_window_view(channel, SPECTRUM_FFT)[::hop]
-        spectrum += (np.abs(np.fft.rfft(frames * window, axis=1)) ** 2).mean(axis=0)
-    return spectrum
-
-
-def collapse_report(
-    audio: np.ndarray,
-    sample_rate: int,
-    *,
-    silence_dbfs: float = -50.0,
-    tonal_peak_ratio: float = 0.5,
-) -> CollapseReport:
-    """Judge audio ((n,) or (n, channels)) for near-silence and for a narrow-band "beep".
-
-    silent: RMS over all channels below `silence_dbfs`. tonal: not silent, and more than
-    `tonal_peak_ratio` of the long-term spectrum's energy (above 20 Hz) sits within +-3 FFT
-    bins of its strongest bin. Music spreads its energy over many partials and pitches over
-    time; a stuck tone does not.
-    """
-    samples = np.asarray(audio, dtype=np.float64)
-    if samples.ndim == 1:
-        samples = samples[:, None]
-    if samples.ndim != 2 or samples.shape[0] == 0:
-        raise ValueError(f"audio must be (n,) or (n, channels) with n >= 1, got {samples.shape}")
-    if not np.isfinite(samples).all():
-        raise ValueError("audio contains NaN or Inf")
-    rms = math.sqrt(float(np.mean(samples**2)))
-    rms_dbfs = 20.0 * math.log10(max(rms, 1e-10))
-    spectrum = _long_term_spectrum(samples.T)
-    frequencies = np.fft.rfftfreq(SPECTRUM_FFT, 1.0 / sample_rate)
-    spectrum[frequencies < LOWEST_FREQUENCY] = 0.0
-    total = float(spectrum.sum())
-    if total > 0:
-        peak = int(np.argmax(spectrum))
-        band = spectrum[max(0, peak - PEAK_HALF_WIDTH_BINS) : peak + PEAK_HALF_WIDTH_BINS + 1]
-        ratio = float(band.sum()) / total
-        used = spectrum[frequencies >= LOWEST_FREQUENCY]
-        flatness = float(np.exp(np.mean(np.log(used + 1e-30))) / np.mean(used))
-        peak_hz = float(frequencies[peak])
-    else:
-        ratio, flatness, peak_hz = 0.0, 0.0, 0.0
-    silent = rms_dbfs < silence_dbfs
-    return CollapseReport(
-        silent=silent,
-        tonal=not silent and ratio > tonal_peak_ratio,
-        rms_dbfs=rms_dbfs,
-        peak_band_ratio=ratio,
-        peak_frequency_hz=peak_hz,
-        spectral_flatness=flatness,
-    )
-
-
-@dataclass(frozen=True)
-class LatentReport:
-    """Statistics of generated latents when no autoencoder is at hand to listen to them."""
-
-    finite: bool
-    static: bool
-    temporal_std: float
-    """Mean over latent dimensions of the standard deviation over time."""
-    reference_std: float
-    """The same statistic on training windows."""
-
-    @property
-    def collapsed(self) -> bool:
-        return not self.finite or self.static
-
-    @property
-    def reason(self) -> str:
-        if not self.finite:
-            return "non-finite generated latents"
-        if self.static:
-            return (
-                f"static latents: variation over time {self.temporal_std:.4f} against "
-                f"{self.reference_std:.4f} in the training data"
-            )
-        return "ok"
-
-
-def temporal_std(latents: np.ndarray) -> float:
-    """Mean over windows and dimensions of the std over time of (T, D) or (B, T, D) latents."""
-    values = np.asarray(latents, dtype=np.float64)
-    if values.ndim == 2:
-        values = values[None]
-    return float(values.std(axis=1).mean())
-
-
-def latent_report(
-    latents: np.ndarray, reference_std: float, static_ratio: float = 0.1
-) -> LatentReport:
-    """Flag non-finite latents, or latents varying less than `static_ratio` x the training data."""
-    finite = bool(np.isfinite(latents).all())
-    variation = temporal_std(latents) if finite else float("nan")
-    return LatentReport(
-        finite=finite,
-        static=finite and variation < static_ratio * reference_std,
-        temporal_std=variation,
-        reference_std=reference_std,
-    )
-
-
-# --- training state and events -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainingEvent:
-    """A rollback ("divergence") or a collapse warning ("collapse")."""
-
-    kind: str
-    step: int
-    epoch: int
-    reason: str
-    lr: float
-    new_lr: float | None = None
-    """The lowered lr after a rollback; None for warnings and for the final, fatal divergence."""
-    restored_step: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class TrainingState:
-    """Counters and records of a run; saved as training_state.json in every checkpoint."""
-
-    config: TrainConfig
-    step: int = 0
-    epoch: int = 0
-    """Completed epochs."""
-    lr_scale: float = 1.0
-    rollbacks: int = 0
-    lineage: dict = field(default_factory=dict)
-    events: list[TrainingEvent] = field(default_factory=list)
-    history: list[dict] = field(default_factory=list)
-    """Per completed epoch: epoch, step, mean losses, lr, seconds, collapse verdict."""
-
-    @property
-    def learning_rate(self) -> float:
-        return self.config.phase_at(self.epoch)[1] * self.lr_scale
-
-    def to_dict(self) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "step": self.step,
-            "epoch": self.epoch,
-            "phase": self.config.phase_at(self.epoch)[0],
-            "learning_rate": self.learning_rate,
-            "lr_scale": self.lr_scale,
-            "rollbacks": self.rollbacks,
-            "config": self.config.to_dict(),
-            "lineage": self.lineage,
-            "events": [event.to_dict() for event in self.events],
-            "history": self.history,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainingState:
-        return cls(
-            config=TrainConfig.from_dict(data["config"]),
-            step=int(data["step"]),
-            epoch=int(data["epoch"]),
-            lr_scale=float(data["lr_scale"]),
-            rollbacks=int(data["rollbacks"]),
-            lineage=dict(data.get("lineage", {})),
-            events=[TrainingEvent(**event) for event in data.get("events", [])],
-            history=list(data.get("history", [])),
-        )
-
-
-# --- checkpoint files --------------------------------------------------------------------------
-
-
-@dataclass
-class CheckpointInfo:
-    """What a checkpoint folder holds, read without building networks (no TensorFlow)."""
-
-    folder: Path
-    kind: str
-    """"musika-piano" (this trainer's format) or "official" (gen/gen_ema/critic[/switch/opt])."""
-    gan: GanConfig
-    training: TrainingState | None
-    """None for official folders, which carry no counters or configuration."""
-    marker: dict | None
-
-    @property
-    def step(self) -> int:
-        return self.training.step if self.training else 0
-
-    @property
-    def epoch(self) -> int:
-        return self.training.epoch if self.training else 0
-
-
-@dataclass
-class CheckpointState:
-    """A loaded checkpoint: networks, optimizer states and switch, plus its `CheckpointInfo`."""
-
-    info: CheckpointInfo
-    networks: GanNetworks
-    switch: float
-    generator_optimizer: official.OptimizerState | None
-    critic_optimizer: official.OptimizerState | None
-    loss_scales: dict[str, dict] = field(default_factory=dict)
-    """{"generator"|"critic": {"scale", "good_steps"}} of a mixed_float16 run."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise CorruptCheckpointError(f"{path}: unreadable JSON ({error})") from error
-
-
-def _verify_files(folder: Path, marker: dict, verify_hashes: bool) -> None:
-    for name, expected in marker["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise CorruptCheckpointError(f"{path}: listed in {MARKER_FILE} but missing")
-        size = path.stat().st_size
-        if size != expected["bytes"]:
-            raise CorruptCheckpointError(
-                f"{path}: {size} bytes, {MARKER_FILE} records {expected['bytes']} (truncated?)"
-            )
-        if verify_hashes and _sha256(path) != expected["sha256"]:
-            raise CorruptCheckpointError(f"{path}: content differs from its sha256 in {MARKER_FILE}")
-
-
-def read_checkpoint_info(folder: str | os.PathLike, verify_hashes: bool = True) -> CheckpointInfo:
-    """Identify and check a checkpoint folder; cheap, no networks are built.
-
-    Our format is verified against `checkpoint.json` (every file present, sizes and, with
-    `verify_hashes`, sha256). An official folder is recognised by gen.h5 without
-    training_state.json; its GAN configuration is read from gen.h5's shapes.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointNotFoundError(f"checkpoint folder not found: {folder}")
-    marker_path, state_path = folder / MARKER_FILE, folder / STATE_FILE
-    if marker_path.exists():
-        marker = _read_json(marker_path)
-        if marker.get("format") != CHECKPOINT_FORMAT or "files" not in marker:
-            raise CorruptCheckpointError(f"{marker_path}: not a {CHECKPOINT_FORMAT} marker")
-        _verify_files(folder, marker, verify_hashes)
-        try:
-            training = TrainingState.from_dict(_read_json(state_path))
-        except (KeyError, TypeError, ValueError) as error:
-            if isinstance(error, CorruptCheckpointError):
-                raise
-            raise CorruptCheckpointError(f"{state_path}: incomplete training state ({error})") from error
-        return CheckpointInfo(folder, "musika-piano", training.config.gan, training, marker)
-    if state_path.exists():
-        raise CorruptCheckpointError(
-            f"{marker_path} is missing: the checkpoint in {folder} was not completely saved"
-        )
-    if (folder / official.GAN_FILE_NAMES["generator"]).exists():
-        try:
-            gan = official.infer_gan_config(folder)
-        except official.OfficialWeightsError as error:
-            raise CorruptCheckpointError(str(error)) from error
-        return CheckpointInfo(folder, "official", gan, None, None)
-    raise CheckpointNotFoundError(
-        f"{folder} holds no GAN checkpoint (no {MARKER_FILE}, no "
-        f"{official.GAN_FILE_NAMES['generator']})"
-    )
-
-
-@contextmanager
-def _dtype_policy(policy: str) -> Iterator[None]:
-    """Build networks under a Keras dtype policy, restoring the global policy afterwards."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def load_checkpoint(
-    folder: str | os.PathLike, *, policy: str = "float32", verify_hashes: bool = True
-) -> CheckpointState:
-    """Build the networks of a checkpoint folder (ours or official) under the Keras dtype
-    `policy` and load everything in it (the files hold float32 weights whatever the policy).
-
-    Missing switch.npy gives the starting switch (-1); missing optimizer files give None, a
-    missing loss_scale.json (float32 or bfloat16 runs, official folders) an empty dict.
-    """
-    from .networks import build_gan
-
-    info = read_checkpoint_info(folder, verify_hashes)
-    folder = info.folder
-    with _dtype_policy(policy):
-        networks = build_gan(info.gan)
-    try:
-        official.load_gan_weights(
-            folder, networks.generator, networks.generator_ema, networks.critic
-        )
-        switch_path = folder / official.SWITCH_FILE
-        switch = official.read_switch(switch_path) if switch_path.exists() else SWITCH_START
-        states = []
-        for name, model in (
-            (official.GENERATOR_OPTIMIZER_FILE, networks.generator),
-            (official.CRITIC_OPTIMIZER_FILE, networks.critic),
-        ):
-            path = folder / name
-            shapes = [tuple(weight.shape) for weight in model.trainable_weights]
-            states.append(official.read_optimizer_state(path, shapes) if path.exists() else None)
-    except official.OfficialWeightsError as error:
-        raise CorruptCheckpointError(str(error)) from error
-    scale_path = folder / LOSS_SCALE_FILE
-    loss_scales = _read_json(scale_path) if scale_path.exists() else {}
-    return CheckpointState(info, networks, switch, states[0], states[1], loss_scales)
-
-
-def loss_scale_state(optimizer: keras.optimizers.Optimizer) -> dict | None:
-    """{"scale", "good_steps"} of a dynamic LossScaleOptimizer; None for any other optimizer."""
-    import keras
-
-    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return None
-    return {
-        "scale": float(optimizer.dynamic_scale.numpy()),
-        "good_steps": int(optimizer.step_counter.numpy()),
-    }
-
-
-def apply_loss_scale_state(optimizer: keras.optimizers.Optimizer, saved: dict | None) -> None:
-    """Restore a saved loss scale into a LossScaleOptimizer; other optimizers ignore it (a
-    mixed_float16 run resumed in float32 or bfloat16 needs no scale)."""
-    import keras
-
-    if saved is None or not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        return
-    scale, good_steps = float(saved["scale"]), int(saved["good_steps"])
-    if not (math.isfinite(scale) and scale > 0) or good_steps < 0:
-        raise CorruptCheckpointError(f"{LOSS_SCALE_FILE}: invalid loss scale state {saved}")
-    optimizer.dynamic_scale.assign(scale)
-    optimizer.step_counter.assign(good_steps)
-
-
-def load_generator(
-    folder: str | os.PathLike, *, ema: bool = True, base_channels: int | None = None
-) -> keras.Model:
-    """Only the (EMA) generator of a checkpoint folder (ours or official), for generation.
-
-    `base_channels`, when given, must match the checkpoint's; a mismatch is refused before
-    anything is built, with both values in the message.
-    """
-    from .networks import build_generator
-
-    info = read_checkpoint_info(folder, verify_hashes=False)
-    if base_channels is not None and base_channels != info.gan.base_channels:
-        raise CheckpointMismatchError(
-            f"checkpoint {info.folder} has base_channels={info.gan.base_channels}, "
-            f"but base_channels={base_channels} was asked for"
-        )
-    role = "generator_ema" if ema else "generator"
-    generator = build_generator(info.gan, name=role)
-    try:
-        official.load_weight_file(
-            info.folder / official.GAN_FILE_NAMES[role],
-            generator,
-            official.gan_layout_key(role, info.gan.small),
-        )
-    except official.OfficialWeightsError as error:
-        raise CorruptCheckpointError(str(error)) from error
-    return generator
-
-
-def _write_samples(folder: Path, latents: Sequence[np.ndarray], audio: Sequence[np.ndarray]) -> None:
-    from .audio import write_wav
-
-    if len(latents) or len(audio):
-        (folder / SAMPLES_DIR).mkdir()
-    for index, sample in enumerate(latents, start=1):
-        np.save(folder / SAMPLES_DIR / f"sample-{index}.npy", np.asarray(sample, np.float32))
-    for index, sample in enumerate(audio, start=1):
-        write_wav(folder / SAMPLES_DIR / f"sample-{index}.wav", sample, SAMPLE_RATE)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def save_checkpoint(
-    destination: str | os.PathLike,
-    networks: GanNetworks,
-    generator_optimizer: keras.optimizers.Optimizer,
-    critic_optimizer: keras.optimizers.Optimizer,
-    switch: float,
-    state: TrainingState,
-    *,
-    latent_samples: Sequence[np.ndarray] = (),
-    audio_samples: Sequence[np.ndarray] = (),
-) -> Path:
-    """Write a checkpoint folder at `destination` (which must not exist), atomically.
-
-    Everything goes into a hidden temporary sibling, is flushed to disk, `checkpoint.json`
-    (sizes and sha256 of all files) is written last, then the folder is renamed into place. A
-    failure (e.g. disk full) removes the temporary folder and raises `CheckpointWriteError`; a
-    killed process leaves only the hidden temporary folder, which readers ignore.
-    """
-    destination = Path(destination)
-    if destination.exists():
-        raise CheckpointWriteError(f"checkpoint folder already exists: {destination}")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".tmp-{destination.name}-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    try:
-        temporary.mkdir()
-        official.save_gan_weights(
-            temporary, networks.generator, networks.generator_ema, networks.critic
-        )
-        for name, optimizer, model in (
-            (official.GENERATOR_OPTIMIZER_FILE, generator_optimizer, networks.generator),
-            (official.CRITIC_OPTIMIZER_FILE, critic_optimizer, networks.critic),
-        ):
-            optimizer_state = official.optimizer_state_from_keras(optimizer, model.trainable_weights)
-            official.write_optimizer_state(temporary / name, optimizer_state)
-        official.write_switch(temporary / official.SWITCH_FILE, float(np.clip(switch, -1.0, 0.0)))
-        loss_scales = {
-            role: scale
-            for role, optimizer in (("generator", generator_optimizer), ("critic", critic_optimizer))
-            if (scale := loss_scale_state(optimizer)) is not None
-        }
-        if loss_scales:
-            (temporary / LOSS_SCALE_FILE).write_text(json.dumps(loss_scales, indent=1))
-        (temporary / STATE_FILE).write_text(json.dumps(state.to_dict(), indent=1))
-        _write_samples(temporary, latent_samples, audio_samples)
-        files = sorted(p for p in temporary.rglob("*") if p.is_file())
-        for path in files:
-            _fsync(path)
-        marker = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "step": state.step,
-            "epoch": state.epoch,
-            "gan": state.config.gan.to_dict(),
-            "saved_at": time.time(),
-            "files": {
-                path.relative_to(temporary).as_posix(): {
-                    "bytes": path.stat().st_size,
-                    "sha256": _sha256(path),
-                }
-                for path in files
-            },
-        }
-        marker_path = temporary / MARKER_FILE
-        marker_path.write_text(json.dumps(marker, indent=1))
-        _fsync(marker_path)
-        os.rename(temporary, destination)
-        _fsync(destination.parent)
-    except BaseException as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(error, (OSError, RuntimeError)):  # h5py reports write errors as RuntimeError
-            raise CheckpointWriteError(
-                f"could not write checkpoint {destination}: {error}"
-            ) from error
-        raise
-    return destination
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoint folders of a run (or of a checkpoints/ folder), oldest first.
-
-    Hidden folders (unfinished saves, folders being deleted) and folders without a readable
-    marker are left out; order is by step, then save time.
-    """
-    run_dir = Path(run_dir)
-    parent = run_dir / CHECKPOINTS_DIR if (run_dir / CHECKPOINTS_DIR).is_dir() else run_dir
-    if not parent.is_dir():
-        return []
-    found = []
-    for folder in parent.iterdir():
-        if folder.name.startswith(".") or not (folder / MARKER_FILE).is_file():
-            continue
-        try:
-            marker = json.loads((folder / MARKER_FILE).read_text())
-            found.append(((int(marker["step"]), float(marker["saved_at"])), folder))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return [folder for _, folder in sorted(found)]
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    checkpoints = list_checkpoints(run_dir)
-    return checkpoints[-1] if checkpoints else None
 
 
 # --- progress reporting ------------------------------------------------------------------------
@@ -886,35 +144,6 @@ class _Diverged(Exception):
 class _Snapshot:
     state: TrainingState
     values: list[np.ndarray]
-
-
-def precision_policy(config: TrainConfig) -> str:
-    """The Keras dtype policy a run trains under: "float32", "mixed_float16" or "mixed_bfloat16".
-
-    `mixed_precision` None means on when a GPU is visible. A bfloat16 policy is refused with
-    `TrainConfigError` where the device has no bfloat16 convolution kernels.
-    """
-    mixed = gpu_visible() if config.mixed_precision is None else config.mixed_precision
-    policy = f"mixed_{config.mixed_precision_dtype}" if mixed else "float32"
-    if policy == "mixed_bfloat16" and not _bfloat16_convolutions():
-        raise TrainConfigError(
-            "mixed_precision_dtype bfloat16 needs bfloat16 kernels (NVIDIA GPUs of compute "
-            "capability 8.0 or newer, CPUs with AVX512-BF16 or AMX), which this device lacks; "
-            "use float16 (--mixed-precision-dtype float16) or no mixed precision"
-        )
-    return policy
-
-
-def _bfloat16_convolutions() -> bool:
-    """Whether the default device runs a bfloat16 Conv2D (a one-off probe of a few microseconds)."""
-    import tensorflow as tf
-
-    try:
-        probe = tf.zeros((1, 1, 4, 2), tf.bfloat16)
-        tf.nn.conv2d(probe, tf.zeros((1, 2, 2, 2), tf.bfloat16), strides=1, padding="SAME").numpy()
-    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        return False
-    return True
 
 
 def _check_same_networks(folder: Path, found: GanConfig, wanted: GanConfig) -> None:
@@ -1050,7 +279,7 @@ class Trainer:
                 "kind": info.kind,
                 "step": info.step,
                 "epoch": info.epoch,
-                "marker_sha256": _sha256(info.folder / MARKER_FILE) if info.marker else None,
+                "marker_sha256": file_sha256(info.folder / MARKER_FILE) if info.marker else None,
             },
         )
         return cls(
@@ -1069,7 +298,7 @@ class Trainer:
         from .networks import build_gan
 
         keras.utils.set_random_seed(self.config.seed)
-        with _dtype_policy(self.policy):
+        with using_dtype_policy(self.policy):
             return build_gan(self.config.gan)
 
     def _create_training(self, initial: CheckpointState | None) -> GanTraining:

@@ -204,10 +204,10 @@ def evaluate_autoencoder(
     """Reconstruction metrics and latent variation on (item id, audio) pairs.
 
     Raises CollapsedAutoencoderError when an item's latents are non-finite or vary over time
-    less than a tenth of `reference_std` (`musika_model.training.latent_report`).
+    less than a tenth of `reference_std` (`musika_model.collapse.latent_report`).
     """
     from musika_model.ae_training import reconstruction_metrics
-    from musika_model.training import latent_report
+    from musika_model.collapse import latent_report
 
     per_item = {}
     for item_id, audio in clips:

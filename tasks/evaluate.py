@@ -139,7 +139,7 @@ def check_base_channels(model: StoredModel, base_channels: int | None) -> None:
     built), before anything is computed or found in the store."""
     if base_channels is None or model.gan_dir is None:
         return
-    from musika_model.training import CheckpointMismatchError, read_checkpoint_info
+    from musika_model.checkpoints import CheckpointMismatchError, read_checkpoint_info
 
     found = read_checkpoint_info(model.gan_dir, verify_hashes=False).gan.base_channels
     if found != base_channels:

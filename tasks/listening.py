@@ -66,10 +66,10 @@ class UnknownDevice(ListeningError):
 def user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "fix your input": bad requests, unknown models or store references,
     unreadable or mismatched checkpoints (these modules import no TensorFlow)."""
+    from musika_model.checkpoints import CheckpointError
     from musika_model.codec import CodecError
     from musika_model.generation import GenerationError
     from musika_model.official import OfficialWeightsError
-    from musika_model.training import CheckpointError
     from tasks.store import StoreError
 
     return (ListeningError, models.NotAModelError, StoreError, CheckpointError,
@@ -127,7 +127,7 @@ def _gan_config(model: models.StoredModel) -> dict[str, Any]:
     recorded = model.version.stats.get(models.GAN_ITEM, {}).get("config")
     if isinstance(recorded, dict) and "base_channels" in recorded:
         return recorded
-    from musika_model.training import read_checkpoint_info
+    from musika_model.checkpoints import read_checkpoint_info
 
     _, gan_dir = model.require_gan()
     return read_checkpoint_info(gan_dir, verify_hashes=False).gan.to_dict()
@@ -250,7 +250,7 @@ def folder_model_choice(
 
     `base_channels`, when given, is checked against the checkpoint when it is loaded.
     """
-    from musika_model.training import read_checkpoint_info
+    from musika_model.checkpoints import read_checkpoint_info
 
     info = read_checkpoint_info(Path(checkpoint).expanduser(), verify_hashes=False)
     ae_folder, ae_text = _autoencoder_for(info.folder, autoencoder, store)
@@ -293,7 +293,7 @@ def _modified_ns(folder: Path) -> int:
 
 @lru_cache(maxsize=4)
 def _folder_generator(folder: str, modified_ns: int, base_channels: int | None) -> keras.Model:
-    from musika_model.training import load_generator
+    from musika_model.checkpoints import load_generator
 
     return load_generator(folder, base_channels=base_channels)
 
@@ -310,7 +310,7 @@ def _folder_autoencoder(folder: str, modified_ns: int) -> Autoencoder:
 def load_networks(choice: ModelChoice) -> tuple[keras.Model, Autoencoder]:
     """The EMA generator and the autoencoder of a choice, from the caches when loaded before.
 
-    Raises musika_model.training.CheckpointMismatchError when the choice asks for other
+    Raises musika_model.checkpoints.CheckpointMismatchError when the choice asks for other
     base_channels than its checkpoint has.
     """
     if choice.gan_key is not None and choice.autoencoder_key is not None:

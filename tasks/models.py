@@ -129,6 +129,6 @@ def load_autoencoder(store_root: str, ae_key: str) -> Autoencoder:
 def load_generator(store_root: str, gan_key: str, base_channels: int | None = None) -> keras.Model:
     """The EMA generator stored under `gan_key`, loaded once per process; `base_channels`,
     when given, must match the checkpoint's."""
-    from musika_model.training import load_generator as load_from_folder
+    from musika_model.checkpoints import load_generator as load_from_folder
 
     return load_from_folder(ArtifactStore(store_root).local_path(gan_key), base_channels=base_channels)

@@ -41,7 +41,7 @@ from tasks.store.layout import object_rel, report_rel
 
 CHECKPOINT_STAGE = "checkpoint"
 EVALUATE_STAGE = "evaluate"
-TRAINING_STATE_FILE = "training_state.json"  # musika_model.training.STATE_FILE
+TRAINING_STATE_FILE = "training_state.json"  # musika_model.checkpoints.STATE_FILE
 AE_HISTORY_FILE = "training_history.json"
 METRICS_FILE = "metrics.json"
 SAMPLES_GLOB = "samples/sample-*.wav"

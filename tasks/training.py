@@ -38,7 +38,8 @@ from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 
 if TYPE_CHECKING:
-    from musika_model.training import TrainConfig, TrainingProgress, TrainingResult
+    from musika_model.train_config import TrainConfig
+    from musika_model.training import TrainingProgress, TrainingResult
 
 STAGE = "train-gan"
 STAGE_VERSION = 1
@@ -158,7 +159,7 @@ def plan_training(
     code_version: str | None = None,
 ) -> TrainingPlan:
     """Check the inputs against each other and derive the run's key and lineage."""
-    from musika_model.training import read_checkpoint_info
+    from musika_model.checkpoints import read_checkpoint_info
 
     if not datasets:
         raise TrainingInputError("no latents datasets given to train on")
@@ -244,7 +245,8 @@ def run_training(
     """Train `plan` in `run_dir`: continue its last checkpoint if there is one (same step counter),
     else fine-tune from the parent, else start fresh. Raises TrainingDiverged when the guard
     gives up; the last healthy checkpoint stays in `run_dir`."""
-    from musika_model.training import Trainer, latest_checkpoint
+    from musika_model.checkpoints import latest_checkpoint
+    from musika_model.training import Trainer
 
     sources = latent_sources(store, plan)
     autoencoder = load_autoencoder(store.root, plan.autoencoder_key)
@@ -278,7 +280,7 @@ def _copy_checkpoint(folder: Path, destination: Path, tensorboard: Path | None) 
 def publish_checkpoint(store: ArtifactStore, plan: TrainingPlan, folder: Path) -> str:
     """Copy a checkpoint folder (with the run's TensorBoard logs) into the store; its key
     (from the run's key and the checkpoint's step, so publishing it twice stores it once)."""
-    from musika_model.training import read_checkpoint_info
+    from musika_model.checkpoints import read_checkpoint_info
 
     info = read_checkpoint_info(folder)
     params, inputs = {"step": info.step, "epoch": info.epoch}, [plan.key]
@@ -357,7 +359,7 @@ def train_config(preset_name: str, overrides: dict[str, Any], parent_gan=None) -
 
     Fine-tuning (`parent_gan` given) keeps the parent's networks unless base_channels or small
     is asked for explicitly; an explicit mismatch is refused later, with both values."""
-    from musika_model.training import TrainConfigError, preset
+    from musika_model.train_config import TrainConfigError, preset
 
     fields_ = dict(overrides)
     gan_fields = {name: fields_.pop(name) for name in ("base_channels", "small") if name in fields_}
@@ -574,7 +576,7 @@ class TrainingReporter:
 @task(name="train-gan", cache_policy=NO_CACHE)
 def train_gan(store_root: str, plan: TrainingPlan, run_dir: str, publish_every: int) -> dict[str, Any]:
     """Train (or continue, or find finished) the run of `plan` and publish its final model version."""
-    from musika_model.training import latest_checkpoint, read_checkpoint_info
+    from musika_model.checkpoints import latest_checkpoint, read_checkpoint_info
 
     logger = get_run_logger()
     store = ArtifactStore(store_root)

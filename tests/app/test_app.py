@@ -125,7 +125,7 @@ def test_page_in_a_browser_generates_refuses_zero_seconds_and_refreshes_models(
 
 
 def test_checkpoint_with_other_base_channels_stops_the_command_as_a_user_error(model_folder):
-    from musika_model.training import CheckpointMismatchError
+    from musika_model.checkpoints import CheckpointMismatchError
 
     store, folder = model_folder
     parser = argparse.ArgumentParser()

@@ -18,8 +18,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from flows.evaluate import EvaluateSettings, evaluate
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
+from musika_model.checkpoints import CheckpointMismatchError
 from musika_model.official import AE_FILE_NAMES
-from musika_model.training import CheckpointMismatchError
 from tasks.checkpoints import import_official_checkpoint
 from tasks.evaluate import (
     EMBEDDING_FILE,

@@ -19,8 +19,8 @@ from flows.generate import generate_samples
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings, TrainingSettings
 from flows.train import finetune, pretrain
+from musika_model.checkpoints import latest_checkpoint, read_checkpoint_info
 from musika_model.devices import gpu_visible
-from musika_model.training import latest_checkpoint, read_checkpoint_info
 from musika_model.training_data import LatentWidthError, SourceTooShortError
 from tasks import training
 from tasks.checkpoints import import_official_checkpoint

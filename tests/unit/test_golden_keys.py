@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 
 from flows.train import parent_networks
-from musika_model.config import AutoencoderConfig
-from musika_model.training import (
+from musika_model.checkpoints import (
     CHECKPOINT_FORMAT,
     MARKER_FILE,
     STATE_FILE,
-    TrainConfig,
     TrainingState,
 )
+from musika_model.config import AutoencoderConfig
+from musika_model.train_config import TrainConfig
 from tasks import autoencoder, evaluate, training
 from tasks.batching import WorkItem
 from tasks.crawl import METADATA_FILE, CrawlEntry, CrawlParams, plan_download_items

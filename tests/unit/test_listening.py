@@ -95,7 +95,7 @@ def test_unknown_or_missing_model_choice_says_so(model_store):
 
 
 def test_folder_base_channels_mismatch_names_both_values(model_store):
-    from musika_model.training import CheckpointMismatchError
+    from musika_model.checkpoints import CheckpointMismatchError
 
     store, folder = model_store
     choice = listening.folder_model_choice(folder, None, store, base_channels=32)

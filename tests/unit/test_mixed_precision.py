@@ -14,15 +14,9 @@ import numpy as np
 import pytest
 
 from musika_model import official
-from musika_model.training import (
-    LOSS_SCALE_FILE,
-    CheckpointMismatchError,
-    TrainConfig,
-    Trainer,
-    TrainingProgress,
-    latest_checkpoint,
-    preset,
-)
+from musika_model.checkpoints import LOSS_SCALE_FILE, CheckpointMismatchError, latest_checkpoint
+from musika_model.train_config import TrainConfig, preset
+from musika_model.training import Trainer, TrainingProgress
 from musika_model.training_data import (
     LatentSource,
     NonFiniteTrainingLatentsError,

@@ -10,6 +10,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote
 
 import numpy as np
@@ -18,7 +19,7 @@ import soundfile
 from PIL import Image
 
 from tasks import plots
-from tasks.reports import build_report, write_report
+from tasks.reports import MAX_CLIPS_PER_SUBJECT, build_report, write_report
 from tasks.store import ArtifactStore
 from tests.helpers import run_cli
 
@@ -65,7 +66,8 @@ def publish_subject(
     summary: dict,
     flags: list[str],
     reconstruction: list[dict] | None,
-) -> dict:
+) -> tuple[dict, list[Path]]:
+    """The item of `subject` for the version, and the sample files its object holds."""
     clips = []
     with store.publish_object("evaluate", 1, {"subject": subject}, [], item=subject) as staged:
         for index, frequency in enumerate(frequencies):
@@ -92,17 +94,26 @@ def publish_subject(
         if reconstruction is not None:
             metrics["reconstruction"] = reconstruction
         (staged.dir / "metrics.json").write_text(json.dumps(metrics))
-    return {
+    item = {
         "item_id": "reference" if kind == "reference" else subject,
         "key": staged.key,
         "stats": summary,
     }
+    return item, [store.local_path(staged.key) / clip["file"] for clip in clips if clip["file"]]
+
+
+class Evaluation(NamedTuple):
+    store: ArtifactStore
+    ref: str
+    players: list[Path]
+    """The sample files the report must play: each subject's clips, at most
+    MAX_CLIPS_PER_SUBJECT per subject (the reference has none)."""
 
 
 @pytest.fixture()
-def evaluation(tmp_path) -> tuple[ArtifactStore, str]:
+def evaluation(tmp_path) -> Evaluation:
     store = ArtifactStore(tmp_path / "store")
-    items = [
+    subjects = [
         publish_subject(
             store,
             "piano@3",
@@ -131,6 +142,9 @@ def evaluation(tmp_path) -> tuple[ArtifactStore, str]:
             None,
         ),
     ]
+    items = [item for item, _ in subjects]
+    players = [path.resolve() for _, files in subjects for path in files[:MAX_CLIPS_PER_SUBJECT]]
+    assert players, "the fixture must give the report clips to play"
     table = [
         {
             "subject": "piano@3",
@@ -165,11 +179,11 @@ def evaluation(tmp_path) -> tuple[ArtifactStore, str]:
         items=items,
         stats={"metrics": METRICS, "table": table},
     )
-    return store, version.ref
+    return Evaluation(store, version.ref, players)
 
 
 def test_evaluation_report_has_bars_table_flags_and_players(evaluation):
-    store, ref = evaluation
+    store, ref, players = evaluation
     location = write_report(store, ref)
     report = Path(location.removeprefix("file://"))
     assert (
@@ -179,8 +193,8 @@ def test_evaluation_report_has_bars_table_flags_and_players(evaluation):
     document = report.read_text()
 
     images = decoded_images(document)
-    # 3 bar charts (two metrics + Frechet distance), 4 mel images (2 clips x 2 models), 1 LSD plot
-    assert len(images) == 8
+    # a bar chart per metric and one of the Frechet distance, a mel image per player, 1 LSD plot
+    assert len(images) == len(METRICS) + 1 + len(players) + 1
     for caption in (
         "onset_density by subject",
         "silence_ratio by subject",
@@ -189,8 +203,9 @@ def test_evaluation_report_has_bars_table_flags_and_players(evaluation):
     ):
         assert f'alt="{caption}"' in document
     sources = audio_sources(document, report)
-    assert len(sources) == 4 and all(source.is_file() for source in sources)
-    assert {source.name for source in sources} == {"sample-00.wav", "sample-01.wav"}
+    assert len(sources) == len(players)
+    assert sorted(sources) == sorted(players)  # each model's clips, each once
+    assert all(source.is_file() for source in sources)
     assert "demo-gan@2: 1/2 samples silent" in document
     assert document.count(">silent<") == 2  # the silent second clip of each model
     # onset density is "closer" to the reference 3.0: demo-gan (2.5) beats other-gan (4.5)
@@ -200,7 +215,7 @@ def test_evaluation_report_has_bars_table_flags_and_players(evaluation):
 
 
 def test_report_command_copies_the_report_out_and_its_audio_still_plays(evaluation, tmp_path):
-    store, ref = evaluation
+    store, ref, players = evaluation
     output = tmp_path / "out" / "eval.html"
     output.parent.mkdir()
     code, out, _ = run_cli("--store", store.root, "report", ref, "--output", str(output), "--json")
@@ -208,11 +223,14 @@ def test_report_command_copies_the_report_out_and_its_audio_still_plays(evaluati
     assert json.loads(out)["report"].endswith("datasets/eval-piano/reports/000001.html")
     copied = output.read_text()
     base = re.search(r'<base href="file://([^"]+)">', copied).group(1)
-    assert all(path.is_file() for path in audio_sources(copied, Path(base) / "x.html"))
+    sources = audio_sources(copied, Path(base) / "x.html")  # resolved as a browser does under <base>
+    assert len(sources) == len(players)
+    assert sorted(sources) == sorted(players)
+    assert all(path.is_file() for path in sources)
 
 
 def test_report_command_refuses_bad_input_in_one_line(evaluation, tmp_path):
-    store, ref = evaluation
+    store, ref, _ = evaluation
     missing_folder = str(tmp_path / "no" / "r.html")
     for argv, message in (
         (("report", "nothing@1"), "no dataset named 'nothing'"),
@@ -301,12 +319,14 @@ def test_latents_report_shows_frames_and_per_item_spread(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_model(tmp_path_factory) -> tuple[ArtifactStore, str]:
+def trained_model(tmp_path_factory) -> tuple[ArtifactStore, str, int]:
     """Two epochs of a tiny GAN with a tiny autoencoder (so the checkpoint has wav samples),
-    published into the store the way a model version is: a `gan` item of stage "checkpoint"."""
+    published into the store the way a model version is: a `gan` item of stage "checkpoint";
+    with the number of samples the trainer generates per checkpoint."""
     from musika_model.codec import Autoencoder
     from musika_model.config import AutoencoderConfig
-    from musika_model.training import Trainer, preset
+    from musika_model.train_config import preset
+    from musika_model.training import Trainer
     from musika_model.training_data import LatentSource
 
     config = preset("tiny", iterations_per_epoch=1)
@@ -332,23 +352,27 @@ def trained_model(tmp_path_factory) -> tuple[ArtifactStore, str]:
         params={"preset": "tiny"},
         items=[{"item_id": "gan", "key": staged.key, "stats": {"epoch": result.epoch}}],
     )
-    return store, version.ref
+    return store, version.ref, config.sample_count
 
 
 @pytest.mark.slow
 def test_model_report_of_a_real_training_run_has_loss_curves_and_samples(trained_model):
-    store, ref = trained_model
+    store, ref, sample_count = trained_model
     report = Path(write_report(store, ref).removeprefix("file://"))
     document = report.read_text()
     assert 'alt="loss curves"' in document
-    state = json.loads(
-        (store.local_path(store.resolve(ref).items[0].key) / "training_state.json").read_text()
-    )
+    checkpoint = store.local_path(store.resolve(ref).items[0].key)
+    state = json.loads((checkpoint / "training_state.json").read_text())
     assert len(state["history"]) == 2
     for name in ("critic_real", "critic_fake", "generator", "r1_penalty"):
         assert f"<th>{name}</th>" in document  # the per-epoch table beside the curves
+    # the wav of each sample the trainer made (with the autoencoder), up to the report's limit
+    wavs = sorted(path.resolve() for path in (checkpoint / "samples").glob("*.wav"))
+    assert len(wavs) == sample_count >= 1
     samples = audio_sources(document, report)
-    assert samples and all(path.is_file() and path.suffix == ".wav" for path in samples)
+    assert len(samples) == min(sample_count, MAX_CLIPS_PER_SUBJECT)
+    assert set(samples) <= set(wavs) and len(set(samples)) == len(samples)
+    assert all(path.is_file() and path.suffix == ".wav" for path in samples)
     # the loss curves plus one mel image per sample
     assert len(decoded_images(document)) == 1 + len(samples)
 

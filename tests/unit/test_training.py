@@ -18,29 +18,23 @@ import pytest
 import tensorflow as tf
 
 from musika_model import official
-from musika_model.config import GanConfig
-from musika_model.networks import build_gan
-from musika_model.training import (
+from musika_model.checkpoints import (
     MARKER_FILE,
     CheckpointError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     CheckpointWriteError,
     CorruptCheckpointError,
-    TrainConfig,
-    TrainConfigError,
-    Trainer,
-    TrainingDiverged,
-    TrainingProgress,
-    collapse_report,
-    latent_report,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    preset,
     read_checkpoint_info,
-    temporal_std,
 )
+from musika_model.collapse import collapse_report, latent_report, temporal_std
+from musika_model.config import GanConfig
+from musika_model.networks import build_gan
+from musika_model.train_config import TrainConfig, TrainConfigError, preset
+from musika_model.training import Trainer, TrainingDiverged, TrainingProgress
 from musika_model.training_data import LatentSource
 
 SR = 44100

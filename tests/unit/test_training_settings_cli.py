@@ -13,7 +13,7 @@ from flows.params import AutoencoderTrainingSettings, TrainingSettings
 from musika_model import devices
 from musika_model.config import GanConfig
 from musika_model.devices import DeviceUnavailableError, gpu_visible, select_device
-from musika_model.training import TrainConfig, preset
+from musika_model.train_config import TrainConfig, preset
 from tasks import training
 from tests.helpers import run_cli
 
