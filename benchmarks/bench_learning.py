@@ -45,7 +45,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import soundfile as sf
 
 if TYPE_CHECKING:
     import keras
@@ -227,21 +226,21 @@ class AudioItem:
 
 def audio_items(store: ArtifactStore, items: Sequence[DatasetItem]) -> list[AudioItem]:
     """The audio file and length of each item of a normalized dataset version."""
+    from musika_model.audio import audio_info
     from tasks.audio_io import single_audio_file
 
     found = []
     for item in items:
         path = single_audio_file(store.local_path(item.key))
-        found.append(AudioItem(item.key, path, sf.info(str(path)).frames))
+        found.append(AudioItem(item.key, path, audio_info(path).frames))
     return found
 
 
 def read_clip(item: AudioItem, start: int, frames: int) -> np.ndarray:
     """(frames, 2) float32 from sample `start` of the item's audio."""
-    from tasks.audio_io import as_stereo_float32
+    from musika_model.audio import read_audio_window
 
-    audio, _ = sf.read(str(item.path), start=start, frames=frames, dtype="float32", always_2d=True)
-    return as_stereo_float32(audio)
+    return read_audio_window(item.path, start, frames)[0]
 
 
 def random_crops(items: Sequence[AudioItem], count: int, seconds: float, seed: int) -> list[np.ndarray]:
@@ -332,8 +331,8 @@ def checkpoint_rows(
 ) -> list[dict[str, Any]]:
     """Per generator and seed, `samples_per_seed` samples measured against the reference; the
     first `kept_wavs_per_row` of each are written under out_dir/samples."""
+    from musika_model.audio import write_pcm16_wav
     from musika_model.generation import generate
-    from tasks.audio_io import write_pcm16_wav
 
     rows = []
     for name, generator in generators.items():

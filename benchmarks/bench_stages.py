@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import audio_io, loudness, render
+from musika_model.audio import read_audio, write_wav
+from tasks import loudness, render
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 TARGETS = {"render_x_realtime_per_core": 100.0, "normalize_x_realtime_per_core": 200.0}
@@ -59,9 +60,9 @@ def run() -> dict[str, float]:
     figures, rendered = _render_figures(midi_files)
     with tempfile.TemporaryDirectory(prefix="musika-bench-") as scratch:
         decoded = []
-        for index, audio in enumerate(rendered):
-            path = audio_io.write_wav(Path(scratch) / f"{index}.wav", audio, 44100)
-            decoded.append(audio_io.read_wav(path)[0])
+        for index, samples in enumerate(rendered):
+            path = write_wav(Path(scratch) / f"{index}.wav", samples, 44100)
+            decoded.append(read_audio(path)[0])
     figures["normalize_x_realtime_per_core"] = _normalize_speed(decoded, loudness.LoudnessParams())
     loud = loudness.LoudnessParams(target_lufs=-12.0)
     figures["normalize_with_limiter_x_realtime_per_core"] = _normalize_speed(decoded, loud)

@@ -398,9 +398,11 @@ _STAGE_ERRORS: dict[str, tuple[str, ...]] = {
     "musika_model.training": ("TrainingDiverged",),
     "musika_model.training_data": ("TrainingDataError",),
     "musika_model.devices": ("DeviceUnavailableError",),
+    "musika_model.audio": ("AudioError",),
 }
 """Per heavy module, its "fix your input" errors (missing soundfont or libfluidsynth3, bad loudness
-settings, unusable training data, ...)."""
+settings, unusable training data, unusable audio (`AudioError`; OS faults such as a full disk are
+not input errors), ...)."""
 
 
 def _stage_errors() -> tuple[type[Exception], ...]:

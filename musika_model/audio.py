@@ -1,18 +1,54 @@
-"""Audio input for the Musika codec: any file soundfile reads, as 44.1 kHz stereo float32.
+"""Audio file I/O for the whole project: the one module that reads, writes and converts audio.
 
-- Formats: whatever libsndfile decodes (WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...).
-- Sample rates: anything, resampled with soxr's streaming resampler (HQ), so reading in
-  blocks and reading whole give the same samples.
-- Channels: mono is duplicated to stereo (never dropped); more than two channels is an error.
-- Integer PCM is scaled to [-1, 1) by its full-scale value; NaN/Inf are rejected.
-- Long files are read in blocks (`iter_audio_blocks`), so memory stays bounded.
+The audio contract (docs/stage-contracts.md §1): in memory, audio is (n, 2) float32 in [-1, 1],
+samples along the first axis; mono is duplicated to stereo, never dropped; more than two
+channels is an error. Integer PCM is scaled by its full-scale value (signed: 2**(bits - 1);
+unsigned 8-bit, WAV's convention, centred on 128 first); other dtypes are refused.
+
+- Header: `audio_info` (rate, channels, frames, format, subtype; nothing decoded).
+- Reading, any format libsndfile decodes (WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...): `read_audio`
+  (a whole file at its own rate), `read_audio_window` (a range of frames), `iter_audio_blocks`
+  (bounded memory, resampled or not), `load_audio` (a whole file at 44.1 kHz). Resampling is
+  soxr's streaming resampler (HQ), so reading in blocks and reading whole give the same samples.
+- Writing: `write_wav` (float32 stereo WAV), `write_pcm16_flac` (16-bit stereo FLAC, exact for
+  audio on the int16 grid), `write_pcm16_wav` (16-bit WAV, channels as given, for listening),
+  `copy_to_flac` (a file re-encoded as FLAC block by block).
+- In memory: `to_stereo_float`, `check_finite`, `resample`.
+
+**One rule for non-finite samples.** NaN and Inf are never read, converted or written: reading
+a file, converting an array and writing one raise `NonFiniteAudioError`, naming the file (or
+array) and its first bad frame. Nothing is replaced, clipped or skipped, and a writer refuses
+before it creates the file. A caller that wants to keep such audio (evaluation flags NaN clips
+and writes them as silence) replaces the values itself, visibly.
+
+**One error family**, `AudioError` (a ValueError): the audio itself cannot be used.
+
+    AudioError
+    ├── AudioFileError       not audio libsndfile can decode, or decoding failed part-way
+    ├── EmptyAudioError      no samples
+    ├── NonFiniteAudioError  NaN or Inf (`source`, `frame`: the first bad frame)
+    ├── ChannelLayoutError   neither mono nor stereo, or channels-first
+    ├── AudioDtypeError      not integer PCM or real floating point
+    └── SampleRateError      not a positive number
+
+**Faults of the machine are not bad audio.** A missing file, a directory, a denied permission, a
+read-only file system, a full disk or an I/O error is the `OSError` the OS reported, with its
+errno and the path, never an `AudioError`. libsndfile reduces such faults to "System error.", to
+a codec message ("problem with initialization of the flac decoder" on a full disk), or to a
+short count that soundfile turns into an AssertionError or, when reading, an early end of file.
+So every file is opened by Python and handed to libsndfile as a file object; the first OSError
+its reads, writes or seeks hit is raised instead. A write that fails removes its partial file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -23,13 +59,18 @@ from musika_model.config import SAMPLE_RATE
 DEFAULT_BLOCK_FRAMES = 1 << 20
 """Frames read per block when streaming a file (about 24 s at 44.1 kHz)."""
 
+_COPY_BLOCK_FRAMES = 1 << 18
 
-class AudioError(Exception):
-    """Base class of the audio input errors."""
+
+# ---------------------------------------------------------------------------------- errors
+
+
+class AudioError(ValueError):
+    """Base class: audio that cannot be used (a bad file or array; never a fault of the machine)."""
 
 
 class AudioFileError(AudioError):
-    """A file could not be opened or decoded."""
+    """A file libsndfile cannot open or decode: not audio, corrupt or truncated."""
 
 
 class EmptyAudioError(AudioError):
@@ -37,7 +78,12 @@ class EmptyAudioError(AudioError):
 
 
 class NonFiniteAudioError(AudioError):
-    """The audio contains NaN or infinite samples."""
+    """NaN or infinite samples; `source` names the file or array, `frame` is the first bad frame."""
+
+    def __init__(self, message: str, source: str | None = None, frame: int | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.frame = frame
 
 
 class ChannelLayoutError(AudioError):
@@ -52,48 +98,46 @@ class SampleRateError(AudioError):
     """A sample rate that is not a positive number."""
 
 
-@dataclass(frozen=True)
-class AudioInfo:
-    """What the file header says (before resampling)."""
+# ---------------------------------------------------------------------------------- in memory
 
-    path: Path
-    sample_rate: int
-    channels: int
-    frames: int
-    format: str
 
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sample_rate
+def check_finite(
+    audio: np.ndarray, source: str, offset: int = 0, sample_rate: float | None = None
+) -> None:
+    """Raise NonFiniteAudioError naming the first frame with a NaN/Inf sample.
+
+    `offset` is added to the frame index (the block's position in its file); with
+    `sample_rate` the message gives the time as well.
+    """
+    finite = np.isfinite(audio)
+    if finite.all():
+        return
+    frame = int(np.argwhere(~finite)[0][0]) + offset
+    when = f" ({frame / sample_rate:.3f} s)" if sample_rate else ""
+    raise NonFiniteAudioError(
+        f"{source}: non-finite sample (NaN or Inf) at frame {frame}{when}", source, frame
+    )
 
 
 def _scale_to_float(audio: np.ndarray, source: str) -> np.ndarray:
     if np.issubdtype(audio.dtype, np.floating):
-        return audio.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32's range is Inf: check_finite says so
+            return audio.astype(np.float32, copy=False)
+    if audio.dtype == np.uint8:
+        return ((audio.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
     if np.issubdtype(audio.dtype, np.signedinteger):
         full_scale = float(2 ** (8 * audio.dtype.itemsize - 1))
         return (audio.astype(np.float64) / full_scale).astype(np.float32)
-    if np.issubdtype(audio.dtype, np.unsignedinteger):
-        midpoint = float(2 ** (8 * audio.dtype.itemsize - 1))
-        return ((audio.astype(np.float64) - midpoint) / midpoint).astype(np.float32)
     raise AudioDtypeError(
-        f"{source}: audio dtype {audio.dtype} is not supported; expected integer PCM or float"
+        f"{source}: audio dtype {audio.dtype} is not supported; expected float, signed integer "
+        "PCM or unsigned 8-bit PCM"
     )
 
 
-def check_finite(audio: np.ndarray, source: str, offset: int = 0) -> None:
-    """Raise NonFiniteAudioError naming the first NaN/Inf sample (offset added to its index)."""
-    finite = np.isfinite(audio)
-    if not finite.all():
-        first = int(np.argwhere(~finite)[0][0]) + offset
-        raise NonFiniteAudioError(f"{source}: non-finite sample (NaN or Inf) at sample {first}")
-
-
-def to_stereo_float(audio: np.ndarray, source: str = "audio", offset: int = 0) -> np.ndarray:
-    """(n,), (n, 1) or (n, 2) audio of any PCM dtype -> (n, 2) float32, mono duplicated.
-
-    `source` names the audio in error messages; `offset` is added to reported sample indices.
-    """
+def _float_frames(
+    audio: np.ndarray, source: str, offset: int = 0, sample_rate: float | None = None
+) -> np.ndarray:
+    """(n,), (n, 1) or (n, 2) audio of any PCM dtype -> (n, 1) or (n, 2) finite float32."""
     audio = np.asarray(audio)
     if audio.ndim == 1:
         audio = audio[:, None]
@@ -107,7 +151,19 @@ def to_stereo_float(audio: np.ndarray, source: str = "audio", offset: int = 0) -
             f"{source}: expected 1 or 2 channels, got shape {audio.shape}{hint}"
         )
     audio = _scale_to_float(audio, source)
-    check_finite(audio, source, offset)
+    check_finite(audio, source, offset, sample_rate)
+    return audio
+
+
+def to_stereo_float(
+    audio: np.ndarray, source: str = "audio", offset: int = 0, sample_rate: float | None = None
+) -> np.ndarray:
+    """(n,), (n, 1) or (n, 2) audio of any PCM dtype -> (n, 2) float32, mono duplicated.
+
+    `source` names the audio in error messages; `offset` is added to reported frame indices.
+    Raises ChannelLayoutError, AudioDtypeError or NonFiniteAudioError.
+    """
+    audio = _float_frames(audio, source, offset, sample_rate)
     if audio.shape[1] == 1:
         audio = np.repeat(audio, 2, axis=1)
     return np.ascontiguousarray(audio)
@@ -132,66 +188,208 @@ def resample(
     return stream.resample_chunk(np.ascontiguousarray(audio, dtype=np.float32), last=True)
 
 
-def _open(path: Path) -> sf.SoundFile:
-    if not path.is_file():
-        raise AudioFileError(f"{path}: no such audio file")
+# ---------------------------------------------------------------------------------- OS faults
+
+
+def _located(error: OSError, path: Path) -> OSError:
+    """`error` with the path in it (an OSError of the same errno, hence the same subclass)."""
+    if error.errno is None or error.filename is not None:
+        return error
+    return OSError(error.errno, error.strerror, str(path))
+
+
+class _Trap:
+    """A binary file for libsndfile's virtual I/O that keeps the first OSError it hits.
+
+    soundfile calls these methods from C callbacks, where an exception cannot get through:
+    libsndfile would only see a short count. The failing call returns what a short count
+    looks like, the error is kept, and `raise_error` raises it.
+    """
+
+    def __init__(self, file: BinaryIO, path: Path) -> None:
+        self._file = file
+        self.path = path
+        self.error: OSError | None = None
+
+    def __repr__(self) -> str:  # soundfile names the file with repr() in its messages
+        return repr(str(self.path))
+
+    def _call(self, method: Callable[..., Any], failed: Any, *args: Any) -> Any:
+        if self.error is not None:
+            return failed
+        try:
+            return method(*args)
+        except OSError as error:
+            self.error = error
+            return failed
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call(self._file.read, b"", size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._call(self._file.readinto, 0, buffer)
+
+    def write(self, data: bytes) -> int:
+        return self._call(self._file.write, 0, data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._call(self._file.seek, -1, offset, whence)
+
+    def tell(self) -> int:
+        return self._call(self._file.tell, -1)
+
+    def raise_error(self) -> None:
+        """Raise the kept OSError (errno kept, path added); nothing when there is none."""
+        if self.error is None:
+            return
+        located = _located(self.error, self.path)
+        if located is self.error:
+            raise located
+        raise located from self.error
+
+
+def _detail(error: BaseException) -> str:
+    if isinstance(error, sf.LibsndfileError):
+        return error.error_string
+    return str(error) or type(error).__name__
+
+
+_SOUNDFILE_ERRORS = (sf.SoundFileError, RuntimeError, AssertionError)
+"""What soundfile raises for a failed call (an AssertionError for a short write)."""
+
+
+# ---------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the file header says (before resampling)."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+@contextmanager
+def _reading(path: str | Path) -> Iterator[tuple[sf.SoundFile, _Trap]]:
+    """The file opened by Python (OS faults raise here as themselves), decoded by libsndfile."""
+    source = Path(path)
+    with open(source, "rb") as file:
+        trap = _Trap(file, source)
+        try:
+            handle = sf.SoundFile(trap)
+        except _SOUNDFILE_ERRORS as error:
+            trap.raise_error()
+            raise AudioFileError(f"{source}: cannot open as audio ({_detail(error)})") from error
+        with handle:
+            yield handle, trap
+
+
+def _decode(trap: _Trap, done: int, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A read or seek on an open file: OS faults as OSError, anything else AudioFileError."""
     try:
-        return sf.SoundFile(str(path))
-    except (sf.SoundFileError, RuntimeError) as error:
-        raise AudioFileError(f"{path}: cannot open as audio ({error})") from error
+        result = call(*args, **kwargs)
+    except _SOUNDFILE_ERRORS as error:
+        trap.raise_error()
+        raise AudioFileError(
+            f"{trap.path}: decoding failed after {done} frames ({_detail(error)})"
+        ) from error
+    trap.raise_error()  # a failed read looks like the end of the file to libsndfile
+    return result
+
+
+def _read(handle: sf.SoundFile, trap: _Trap, frames: int, done: int, dtype: str = "float32") -> np.ndarray:
+    return _decode(trap, done, handle.read, frames, dtype=dtype, always_2d=True)
+
+
+def _check_channels(handle: sf.SoundFile, trap: _Trap) -> None:
+    if handle.channels > 2:
+        raise ChannelLayoutError(f"{trap.path}: {handle.channels} channels; expected mono or stereo")
 
 
 def audio_info(path: str | Path) -> AudioInfo:
-    """Header facts of an audio file, without decoding it."""
-    path = Path(path)
-    with _open(path) as handle:
-        return AudioInfo(path, handle.samplerate, handle.channels, handle.frames, handle.format)
+    """Header facts of an audio file, without decoding it. Raises AudioFileError or OSError."""
+    with _reading(path) as (handle, _):
+        return AudioInfo(Path(path), handle.samplerate, handle.channels, handle.frames,
+                         handle.format, handle.subtype)
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """A whole file as (n, 2) float32 at its own sample rate, and that rate.
+
+    Raises AudioFileError, ChannelLayoutError, EmptyAudioError, NonFiniteAudioError (with the
+    frame) or the OSError of a fault of the machine.
+    """
+    with _reading(path) as (handle, trap):
+        _check_channels(handle, trap)
+        rate = handle.samplerate
+        audio = _read(handle, trap, -1, 0)
+    if len(audio) == 0:
+        raise EmptyAudioError(f"{path}: the file holds no audio samples")
+    return to_stereo_float(audio, str(path), sample_rate=rate), int(rate)
+
+
+def read_audio_window(path: str | Path, start: int, frames: int) -> tuple[np.ndarray, int]:
+    """Frames [start, start + frames) of a file (fewer at its end) as (k, 2) float32 at its own
+    rate, and that rate; only that range is decoded. Errors as `read_audio`."""
+    if start < 0 or frames < 0:
+        raise ValueError(f"start and frames must not be negative, got {start} and {frames}")
+    with _reading(path) as (handle, trap):
+        _check_channels(handle, trap)
+        if handle.frames == 0:
+            raise EmptyAudioError(f"{path}: the file holds no audio samples")
+        rate = handle.samplerate
+        start = min(start, handle.frames)
+        _decode(trap, 0, handle.seek, start)
+        audio = _read(handle, trap, frames, start)
+    return to_stereo_float(audio, str(path), offset=start, sample_rate=rate), int(rate)
 
 
 def iter_audio_blocks(
     path: str | Path,
-    target_rate: int = SAMPLE_RATE,
+    target_rate: int | None = SAMPLE_RATE,
     block_frames: int = DEFAULT_BLOCK_FRAMES,
 ) -> Iterator[np.ndarray]:
-    """Yield a file's audio as consecutive (k, 2) float32 blocks at `target_rate`.
+    """Yield a file's audio as consecutive (k, 2) float32 blocks at `target_rate` (None: the
+    file's own rate, blocks of exactly `block_frames` but the last).
 
     At most about `block_frames` source frames are held at a time. Concatenating the blocks
-    gives exactly what `load_audio` returns. Raises EmptyAudioError for a file with no
-    samples and NonFiniteAudioError (with the sample index) for NaN/Inf.
+    gives exactly what `load_audio` returns. Errors as `read_audio`; NonFiniteAudioError gives
+    the frame's position in the file.
     """
-    path = Path(path)
     if block_frames < 1:
         raise ValueError(f"block_frames must be positive, got {block_frames}")
-    with _open(path) as handle:
-        if handle.channels > 2:
-            raise ChannelLayoutError(
-                f"{path}: {handle.channels} channels; expected mono or stereo"
-            )
+    done = 0
+    with _reading(path) as (handle, trap):
+        _check_channels(handle, trap)
         source_rate = handle.samplerate
+        rate = source_rate if target_rate is None else target_rate
+        _check_rate(rate, str(path))
         stream = None
-        if source_rate != target_rate:
-            stream = soxr.ResampleStream(source_rate, target_rate, 2, dtype="float32")
-        read = 0
+        if source_rate != rate:
+            stream = soxr.ResampleStream(source_rate, rate, 2, dtype="float32")
         while True:
-            try:
-                block = handle.read(frames=block_frames, dtype="float32", always_2d=True)
-            except (sf.SoundFileError, RuntimeError) as error:
-                raise AudioFileError(
-                    f"{path}: decoding failed after {read} frames ({error})"
-                ) from error
+            block = _read(handle, trap, block_frames, done)
             if len(block) == 0:
                 break
-            block = to_stereo_float(block, str(path), offset=read)
-            read += len(block)
+            block = to_stereo_float(block, str(path), offset=done, sample_rate=source_rate)
+            done += len(block)
             if stream is not None:
                 block = stream.resample_chunk(block)
             if len(block):
                 yield block
-        if stream is not None and read:
+        if stream is not None and done:
             tail = stream.resample_chunk(np.zeros((0, 2), np.float32), last=True)
             if len(tail):
                 yield tail
-    if read == 0:
+    if done == 0:
         raise EmptyAudioError(f"{path}: the file holds no audio samples")
 
 
@@ -200,13 +398,100 @@ def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.concatenate(list(iter_audio_blocks(path, target_rate)), axis=0)
 
 
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write (n, 2) or (n,) float audio as a float32 WAV; returns the path.
+# ---------------------------------------------------------------------------------- writing
 
-    Raises NonFiniteAudioError instead of writing NaN/Inf.
+
+def _remove_partial(target: Path) -> None:
+    """Delete what a failed write left, if it is a regular file (never a device or a link)."""
+    with suppress(OSError):
+        if stat.S_ISREG(os.lstat(target).st_mode):
+            target.unlink()
+
+
+def _write(
+    path: str | Path,
+    sample_rate: int,
+    channels: int,
+    format: str,
+    subtype: str,
+    fill: Callable[[sf.SoundFile], None],
+    **options: Any,
+) -> Path:
+    """Create the file, let `fill` write its frames; OS faults as OSError, no partial file left."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    opened = False
+    try:
+        with open(target, "wb") as file:  # closing flushes the last bytes: it can fail too
+            opened = True
+            trap = _Trap(file, target)
+            try:
+                with sf.SoundFile(trap, "w", int(sample_rate), channels, subtype, format=format,
+                                  **options) as handle:
+                    fill(handle)
+            except _SOUNDFILE_ERRORS:
+                trap.raise_error()
+                raise
+            trap.raise_error()
+    except BaseException as error:
+        if opened:
+            _remove_partial(target)
+        if isinstance(error, OSError) and (located := _located(error, target)) is not error:
+            raise located from error
+        raise
+    return target
+
+
+def _write_frames(path: str | Path, frames: np.ndarray, sample_rate: int, format: str, subtype: str,
+                  **options: Any) -> Path:
+    return _write(path, sample_rate, frames.shape[1], format, subtype,
+                  lambda handle: handle.write(frames), **options)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write audio as a 32-bit float stereo WAV (mono duplicated); returns the path."""
+    _check_rate(sample_rate, str(path))
+    return _write_frames(path, to_stereo_float(audio, str(path)), sample_rate, "WAV", "FLOAT")
+
+
+def write_pcm16_flac(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write stereo 16-bit FLAC at the fastest compression level (about 8x smaller than float
+    WAV). Lossless only for audio already on the int16 grid, such as FluidSynth's output."""
+    _check_rate(sample_rate, str(path))
+    return _write_frames(path, to_stereo_float(audio, str(path)), sample_rate, "FLAC", "PCM_16",
+                         compression_level=0.0)
+
+
+def write_pcm16_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write 16-bit PCM WAV (what every player and browser takes), clipped to [-1, 1], mono or
+    stereo as given; for audio people listen to."""
+    _check_rate(sample_rate, str(path))
+    frames = np.clip(_float_frames(audio, str(path)), -1.0, 1.0)
+    return _write_frames(path, frames, sample_rate, "WAV", "PCM_16")
+
+
+def copy_to_flac(
+    source: str | Path, target: str | Path, block_frames: int = _COPY_BLOCK_FRAMES
+) -> Path:
+    """Re-encode an audio file as FLAC block by block (a 3-hour file is never held whole).
+
+    A 16-bit source stays 16-bit, sample for sample; any other becomes 24-bit. Rate and
+    channels are kept; an empty source gives an empty FLAC (check it with `audio_info`).
+    Raises AudioFileError, NonFiniteAudioError for NaN/Inf in a floating-point source, or the
+    OSError of a fault of the machine; a failed copy leaves no target.
     """
-    path = Path(path)
-    stereo = to_stereo_float(audio, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), stereo, sample_rate, subtype="FLOAT", format="WAV")
-    return path
+    with _reading(source) as (handle, trap):
+        sixteen = handle.subtype == "PCM_16"
+        floating = handle.subtype in ("FLOAT", "DOUBLE")
+        dtype = "int16" if sixteen else "float32" if floating else "int32"
+
+        def fill(out: sf.SoundFile) -> None:
+            done = 0
+            while len(block := _read(handle, trap, block_frames, done, dtype)):
+                if floating:
+                    check_finite(block, str(source), done, handle.samplerate)
+                out.write(block)
+                done += len(block)
+
+        return _write(target, handle.samplerate, handle.channels, "FLAC",
+                      "PCM_16" if sixteen else "PCM_24", fill, compression_level=0.0)

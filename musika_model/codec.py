@@ -369,7 +369,8 @@ class Autoencoder:
     ) -> EncodeResult:
         """Encode an audio file, streaming it in blocks (memory bounded by the piece size).
 
-        Equals `encode(load_audio(path))`. Raises the `musika_model.audio` errors.
+        Equals `encode(load_audio(path))`. Raises the `musika_model.audio` errors (a missing
+        file or another fault of the machine: its OSError).
         """
         info = audio_info(path)
         blocks = iter_audio_blocks(path, SAMPLE_RATE, block_frames)

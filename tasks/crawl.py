@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
 import yt_dlp
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -45,6 +44,7 @@ from yt_dlp.utils import (
     UnsupportedError,
 )
 
+from musika_model.audio import AudioFileError, audio_info, copy_to_flac
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.caching import STORE_OBJECTS
 from tasks.segment import clip_chapters
@@ -665,18 +665,18 @@ def _metadata(info: Mapping[str, Any], item_id: str, duration_s: float) -> dict[
 def _check_download(path: Path, info: Mapping[str, Any], params: CrawlParams) -> float:
     """Probe the converted file; returns its duration in seconds."""
     try:
-        probe = sf.info(str(path))
-    except sf.LibsndfileError as error:
+        probe = audio_info(path)
+    except AudioFileError as error:
         raise DownloadFailed(f"the converted file {path.name} is not readable audio: {error}") from error
     if probe.frames == 0:
         raise NoAudio(f"the audio stream of {info.get('webpage_url') or path.name} is empty")
-    if probe.samplerate != SAMPLE_RATE or probe.channels != CHANNELS:
+    if probe.sample_rate != SAMPLE_RATE or probe.channels != CHANNELS:
         raise DownloadFailed(
-            f"conversion gave {probe.samplerate} Hz, {probe.channels} channels; expected "
+            f"conversion gave {probe.sample_rate} Hz, {probe.channels} channels; expected "
             f"{SAMPLE_RATE} Hz, {CHANNELS} channels",
             reason="conversion",
         )
-    duration = probe.frames / float(probe.samplerate)
+    duration = probe.frames / float(probe.sample_rate)
     reported = info.get("duration")
     if reported is not None and duration < float(reported) - max(
         TRUNCATION_TOLERANCE_S, 0.02 * float(reported)
@@ -921,23 +921,12 @@ def apply_duration_bounds(outcomes: Sequence[ItemOutcome], params: CrawlParams) 
     return bounded
 
 
-def _copy_as_flac(wav: Path, flac: Path, block_frames: int = 1 << 18) -> None:
-    """Stream a 16-bit WAV into FLAC block by block (a 3-hour download is never held whole)."""
-    with sf.SoundFile(wav) as source:
-        subtype = "PCM_16" if source.subtype == "PCM_16" else "PCM_24"
-        dtype = "int16" if subtype == "PCM_16" else "int32"
-        with sf.SoundFile(flac, "w", source.samplerate, source.channels, subtype=subtype, format="FLAC",
-                          compression_level=0.0) as target:
-            for block in source.blocks(blocksize=block_frames, dtype=dtype, always_2d=True):
-                target.write(block)
-
-
 def download_item(item: WorkItem, out_dir: Path, params: CrawlParams) -> dict[str, Any]:
     """Download one planned entry into ``out_dir`` as audio.flac plus metadata.json."""
     entry = CrawlEntry.from_dict(item.source)
     work = out_dir / "download"
     downloaded = download_audio(entry, work, params)
-    _copy_as_flac(downloaded.audio_path, out_dir / DOWNLOADED_AUDIO)
+    copy_to_flac(downloaded.audio_path, out_dir / DOWNLOADED_AUDIO)  # block by block, 16-bit kept
     metadata = {**downloaded.metadata, "source": entry.source}
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2, ensure_ascii=False), encoding="utf-8")
     shutil.rmtree(work)

@@ -28,11 +28,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import soundfile as sf
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.audio_io import AudioFormatError, as_stereo_float32, single_audio_file, write_pcm16_wav
+from musika_model.audio import (
+    AudioError,
+    EmptyAudioError,
+    audio_info,
+    read_audio_window,
+    resample,
+    write_pcm16_wav,
+)
+from tasks.audio_io import single_audio_file
 from tasks.batching import StageFailed
 from tasks.metrics import (
     METRICS,
@@ -154,15 +161,11 @@ def check_base_channels(model: StoredModel, base_channels: int | None) -> None:
 def read_middle(path: Path, seconds: float) -> tuple[np.ndarray, float]:
     """(audio, offset in s) of the `seconds` around the middle of a file (the whole file when
     shorter), as 44.1 kHz stereo float32."""
-    from musika_model.audio import resample
-
-    with sf.SoundFile(str(path)) as handle:
-        rate, total = handle.samplerate, handle.frames
-        wanted = min(total, round(seconds * rate))
-        start = (total - wanted) // 2
-        handle.seek(start)
-        audio = handle.read(wanted, dtype="float32", always_2d=True)
-    return resample(as_stereo_float32(audio), rate), start / rate
+    info = audio_info(path)
+    wanted = min(info.frames, round(seconds * info.sample_rate))
+    start = (info.frames - wanted) // 2
+    audio, rate = read_audio_window(path, start, wanted)
+    return resample(audio, rate), start / rate
 
 
 def load_crops(
@@ -174,10 +177,13 @@ def load_crops(
     for item in items:
         try:
             path = single_audio_file(store.local_path(item.key))
-            if sf.info(str(path)).duration < min_seconds:
+            if audio_info(path).duration < min_seconds:
                 continue
             audio, offset = read_middle(path, seconds)
-        except (AudioFormatError, sf.SoundFileError) as error:
+        except EmptyAudioError:
+            skipped.append({"item_id": item.item_id, "reason": "empty audio"})
+            continue
+        except AudioError as error:
             skipped.append({"item_id": item.item_id, "reason": f"{type(error).__name__}: {error}"})
             continue
         if len(audio) == 0:

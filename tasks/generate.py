@@ -13,7 +13,7 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.audio_io import write_pcm16_wav
+from musika_model.audio import write_pcm16_wav
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.models import StoredModel, load_autoencoder, load_generator
 from tasks.store import ArtifactStore, object_key

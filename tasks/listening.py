@@ -22,8 +22,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from musika_model.audio import write_pcm16_wav
 from tasks import models
-from tasks.audio_io import write_pcm16_wav
 from tasks.spectrograms import mel_spectrogram_png
 from tasks.store import ArtifactStore, DatasetVersion
 

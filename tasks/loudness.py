@@ -24,14 +24,16 @@ from prefect import get_run_logger, task
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
 from scipy.signal import firwin, lfilter
 
-from tasks.audio_io import (
-    AudioFormatError,
-    amplitude_to_db,
-    as_stereo_float32,
-    read_wav,
-    single_audio_file,
+from musika_model.audio import (
+    AudioError,
+    ChannelLayoutError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    read_audio,
+    to_stereo_float,
     write_wav,
 )
+from tasks.audio_io import amplitude_to_db, single_audio_file
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.caching import STORE_OBJECTS
 from tasks.store import ArtifactStore, object_key
@@ -431,12 +433,11 @@ def limit_peaks(audio: np.ndarray, sample_rate: int, threshold: float) -> tuple[
 
 def _prepare(audio: np.ndarray, sample_rate: int, params: LoudnessParams) -> np.ndarray:
     try:
-        samples = as_stereo_float32(audio)
-    except AudioFormatError as error:
+        samples = to_stereo_float(audio)
+    except NonFiniteAudioError as error:
+        raise ItemRejected("non_finite", str(error)) from error
+    except AudioError as error:
         raise ItemRejected("bad_shape", str(error)) from error
-    if not np.isfinite(samples).all():
-        bad = int(np.count_nonzero(~np.isfinite(samples)))
-        raise ItemRejected("non_finite", f"audio has {bad} NaN or infinite samples")
     duration = samples.shape[0] / float(sample_rate)
     if duration < params.min_duration_s:
         raise ItemRejected(
@@ -575,7 +576,14 @@ def normalize_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[
     """Normalize the upstream object's audio file into `out_dir/audio.wav` (float32); rejections
     become `ItemFailed`."""
     upstream_key = item.inputs[0]
-    audio, sample_rate = read_wav(single_audio_file(store.local_path(upstream_key)))
+    try:
+        audio, sample_rate = read_audio(single_audio_file(store.local_path(upstream_key)))
+    except EmptyAudioError as error:  # reason codes as normalize_loudness gives them
+        raise ItemFailed("too_short", str(error)) from error
+    except NonFiniteAudioError as error:
+        raise ItemFailed("non_finite", str(error)) from error
+    except ChannelLayoutError as error:
+        raise ItemFailed("bad_shape", str(error)) from error
     try:
         result = normalize_loudness(audio, sample_rate, LoudnessParams(**item.params))
     except ItemRejected as rejected:

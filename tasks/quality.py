@@ -38,7 +38,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from scipy.signal import freqz
 
-from tasks.audio_io import AudioFormatError, as_stereo_float32, read_wav, single_audio_file
+from musika_model.audio import (
+    AudioError,
+    ChannelLayoutError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    read_audio,
+    to_stereo_float,
+)
+from tasks.audio_io import single_audio_file
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.caching import STORE_OBJECTS
 from tasks.store import ArtifactStore, object_key
@@ -173,7 +181,7 @@ def _frame_power_db(samples: np.ndarray, frame: int) -> np.ndarray:
 def silence_ratio(audio: np.ndarray, sample_rate: int, params: QualityParams | None = None) -> float:
     """Share of 46 ms frames (at 44.1 kHz) quieter than the silence threshold."""
     settings = params or QualityParams()
-    samples = as_stereo_float32(audio)
+    samples = to_stereo_float(audio)
     if samples.shape[0] == 0:
         return 1.0
     frame = max(1, round(ANALYSIS_FRAME * sample_rate / 44100))
@@ -185,7 +193,7 @@ def silence_ratio(audio: np.ndarray, sample_rate: int, params: QualityParams | N
 def clipping_ratio(audio: np.ndarray, params: QualityParams | None = None) -> float:
     """Share of samples in runs of >= ``clip_run`` consecutive samples at >= ``clip_level``."""
     settings = params or QualityParams()
-    samples = as_stereo_float32(audio)
+    samples = to_stereo_float(audio)
     if samples.size == 0:
         return 0.0
     clipped = 0
@@ -310,13 +318,13 @@ def _loudness_range(spectra: _Spectra) -> float | None:
 
 def effective_bandwidth(audio: np.ndarray, sample_rate: int, params: QualityParams | None = None) -> float:
     """Frequency (Hz) where the long-term spectrum of the loud frames stops (see module doc)."""
-    spectra = _spectra(as_stereo_float32(audio), sample_rate)
+    spectra = _spectra(to_stereo_float(audio), sample_rate)
     return sample_rate / 2.0 if spectra is None else _bandwidth(spectra, params or QualityParams())[0]
 
 
 def loudness_range(audio: np.ndarray, sample_rate: int) -> float | None:
     """LRA-like loudness range in LU (see module doc); None for audio under 3 s."""
-    spectra = _spectra(as_stereo_float32(audio), sample_rate)
+    spectra = _spectra(to_stereo_float(audio), sample_rate)
     return None if spectra is None else _loudness_range(spectra)
 
 
@@ -324,13 +332,13 @@ def evaluate_quality(audio: np.ndarray, sample_rate: int, params: QualityParams 
     """Every measurement of one segment and the filters it fails."""
     settings = params or QualityParams()
     try:
-        samples = as_stereo_float32(audio)
-    except AudioFormatError as error:
+        samples = to_stereo_float(audio, "the segment")
+    except NonFiniteAudioError as error:
+        raise QualityRejected(["non_finite"], str(error)) from error
+    except AudioError as error:
         raise QualityRejected(["bad_shape"], str(error)) from error
     if samples.shape[0] == 0:
         raise QualityRejected(["empty"], "the segment has no samples")
-    if not np.isfinite(samples).all():
-        raise QualityRejected(["non_finite"], "the segment has NaN or infinite samples")
     spectra = _spectra(samples, sample_rate)
     bandwidth, cliff = (sample_rate / 2.0, None) if spectra is None else _bandwidth(spectra, settings)
     measurements: dict[str, float | None] = {
@@ -411,7 +419,7 @@ def compute_fingerprint(audio: np.ndarray, sample_rate: int) -> Fingerprint:
     log-spaced bands: invariant to gain, and to an offset up to half a hop (12 ms) barely
     changed, since frames overlap by 94 %.
     """
-    samples = as_stereo_float32(audio)
+    samples = to_stereo_float(audio)
     mono = (samples[:, 0] + samples[:, 1]) * np.float32(0.5)
     resampled = soxr.resample(mono, sample_rate, FINGERPRINT_RATE, quality="MQ").astype(np.float32)
     if resampled.shape[0] < FINGERPRINT_FRAME + FINGERPRINT_HOP:
@@ -521,7 +529,14 @@ def plan_quality_items(segments: Sequence[WorkItem], params: QualityParams) -> l
 
 def quality_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[str, Any]:
     """Measure one segment; a failed filter raises ``QualityRejected`` (recorded with its reasons)."""
-    audio, sample_rate = read_wav(single_audio_file(store.local_path(item.inputs[0])))
+    try:
+        audio, sample_rate = read_audio(single_audio_file(store.local_path(item.inputs[0])))
+    except EmptyAudioError as error:  # reason codes as evaluate_quality gives them
+        raise QualityRejected(["empty"], str(error)) from error
+    except NonFiniteAudioError as error:
+        raise QualityRejected(["non_finite"], str(error)) from error
+    except ChannelLayoutError as error:
+        raise QualityRejected(["bad_shape"], str(error)) from error
     report = evaluate_quality(audio, sample_rate, QualityParams(**item.params))
     report.raise_if_rejected()
     (out_dir / FINGERPRINT_FILE).write_bytes(compute_fingerprint(audio, sample_rate).to_bytes())

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from tasks.audio_io import audio_stats, write_pcm16_flac
+from musika_model.audio import write_pcm16_flac
+from tasks.audio_io import audio_stats
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.caching import STORE_OBJECTS
 from tasks.sources import SourceFile

@@ -29,8 +29,9 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 
+from musika_model.audio import audio_info, read_audio, read_audio_window
 from tasks import plots
-from tasks.audio_io import read_wav, single_audio_file
+from tasks.audio_io import single_audio_file
 from tasks.encode import LATENTS_FILE
 from tasks.encode import STAGE as ENCODE_STAGE
 from tasks.loudness import STAGE as NORMALIZE_STAGE
@@ -252,16 +253,13 @@ def evenly_spaced(count: int, limit: int) -> list[int]:
 def onset_densities(store: ArtifactStore, version: DatasetVersion) -> list[float]:
     """Onset density (tasks.metrics) in the first ONSET_SECONDS of up to MAX_AUDIO_ANALYSED items
     spread over the version: a bounded cost (~1 s) however large the version is."""
-    import soundfile
-
     from tasks.metrics import onset_density
     from tasks.spectrograms import mono_mix
 
     densities = []
     for index in evenly_spaced(len(version.items), MAX_AUDIO_ANALYSED):
         path = single_audio_file(store.local_path(version.items[index].key))
-        rate = soundfile.info(path).samplerate
-        opening, _ = soundfile.read(path, frames=round(ONSET_SECONDS * rate), dtype="float32")
+        opening, rate = read_audio_window(path, 0, round(ONSET_SECONDS * audio_info(path).sample_rate))
         densities.append(onset_density(mono_mix(opening), rate))
     return densities
 
@@ -416,7 +414,7 @@ def listening_gallery(
 
     clips = []
     for rel in files:
-        audio, sample_rate = read_wav(folder / rel)
+        audio, sample_rate = read_audio(folder / rel)
         mel = mel_spectrogram_png(audio, sample_rate, f"{label}: {rel}")
         clips.append(
             f'<div class="clip">{image(mel, f"{label} {rel}")}'

@@ -18,17 +18,28 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import soundfile as sf
 import soxr
 from prefect import get_run_logger, task
 
+from musika_model.audio import (
+    AudioFileError,
+    ChannelLayoutError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    audio_info,
+    iter_audio_blocks,
+    read_audio_window,
+    write_pcm16_flac,
+    write_wav,
+)
 from musika_model.config import SAMPLE_RATE, SAMPLES_PER_LATENT, GanConfig
-from tasks.audio_io import as_stereo_float32, single_audio_file, write_pcm16_flac, write_wav
+from tasks.audio_io import single_audio_file
 from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.caching import STORE_OBJECTS
 from tasks.store import ArtifactStore, is_object_key, object_key
@@ -309,50 +320,46 @@ class WrittenSegment:
                 **self.segment.provenance(self.parent_id)}
 
 
-def _open(path: str | Path) -> sf.SoundFile:
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"audio file not found: {source}")
+@contextmanager
+def _segmentation_failures() -> Iterator[None]:
+    """`musika_model.audio` errors as this stage's failures (``not_audio``, ``empty``,
+    ``non_finite``); a missing file or another fault of the machine stays an OSError."""
     try:
-        handle = sf.SoundFile(source)
-    except sf.LibsndfileError as error:
-        raise NotAudio(f"{source} is not an audio file libsndfile can read: {error}") from error
-    if handle.channels > 2:
-        handle.close()
-        raise NotAudio(f"{source} has {handle.channels} channels: only mono and stereo are supported")
-    if handle.frames == 0:
-        handle.close()
-        raise EmptyAudio(f"{source} holds no audio samples")
-    return handle
+        yield
+    except (AudioFileError, ChannelLayoutError) as error:
+        raise NotAudio(str(error)) from error
+    except EmptyAudioError as error:
+        raise EmptyAudio(str(error)) from error
+    except NonFiniteAudioError as error:
+        raise NonFiniteAudio(str(error)) from error
 
 
 def compute_envelope(
     path: str | Path, frame_s: float = 0.05, block_frames: int = DEFAULT_BLOCK_FRAMES
 ) -> Envelope:
     """One pass over the file in blocks: energy per ``frame_s`` frame, never the whole file."""
-    with _open(path) as handle:
-        hop = max(1, round(frame_s * handle.samplerate))
+    with _segmentation_failures():
+        info = audio_info(path)
+        hop = max(1, round(frame_s * info.sample_rate))
         block = max(hop, block_frames // hop * hop)  # whole frames per block: no carry-over
         parts = []
         read = 0
-        for samples in handle.blocks(blocksize=block, dtype="float32", always_2d=True):
-            if not np.isfinite(samples).all():
-                raise NonFiniteAudio(f"{path} has NaN or infinite samples near {read / handle.samplerate:.1f} s")
+        for samples in iter_audio_blocks(path, None, block):  # (k, 2): mono is duplicated
             whole = samples.shape[0] // hop * hop
-            # A frame's samples of all channels are contiguous in (n, channels) order.
-            frames = samples[:whole].reshape(-1, hop * handle.channels)
+            # A frame's samples of both channels are contiguous in (n, 2) order.
+            frames = samples[:whole].reshape(-1, hop * 2)
             parts.append(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frames.shape[1])
             if whole < samples.shape[0]:
                 rest = samples[whole:].astype(np.float64)
                 parts.append(np.array([np.mean(rest * rest)]))
             read += samples.shape[0]
-        return Envelope(
-            energy=np.concatenate(parts),
-            hop=hop,
-            sample_rate=int(handle.samplerate),
-            num_samples=read,
-            channels=int(handle.channels),
-        )
+    return Envelope(
+        energy=np.concatenate(parts),
+        hop=hop,
+        sample_rate=int(info.sample_rate),
+        num_samples=read,
+        channels=int(info.channels),
+    )
 
 
 # --- planning (frame arithmetic on the envelope only) -----------------------------------------
@@ -568,18 +575,16 @@ def iter_segment_audio(
     path: str | Path, plan: SegmentPlan
 ) -> Iterator[tuple[PlannedSegment, np.ndarray]]:
     """Each planned segment's audio as (n, 2) float32 at ``plan.output_rate``, one at a time."""
-    with _open(path) as handle:
-        if handle.samplerate != plan.source_rate:
-            raise NotAudio(
-                f"{path} is {handle.samplerate} Hz but the plan was made for {plan.source_rate} Hz"
-            )
-        for segment in plan.segments:
-            handle.seek(segment.start_sample)
-            samples = handle.read(segment.end_sample - segment.start_sample, dtype="float32", always_2d=True)
-            audio = as_stereo_float32(samples)
-            if plan.output_rate != plan.source_rate:
-                audio = soxr.resample(audio, plan.source_rate, plan.output_rate).astype(np.float32)
-            yield segment, audio
+    with _segmentation_failures():
+        rate = audio_info(path).sample_rate
+    if rate != plan.source_rate:
+        raise NotAudio(f"{path} is {rate} Hz but the plan was made for {plan.source_rate} Hz")
+    for segment in plan.segments:
+        with _segmentation_failures():
+            audio, _ = read_audio_window(path, segment.start_sample, segment.end_sample - segment.start_sample)
+        if plan.output_rate != plan.source_rate:
+            audio = soxr.resample(audio, plan.source_rate, plan.output_rate).astype(np.float32)
+        yield segment, audio
 
 
 def write_segments(
@@ -723,7 +728,7 @@ def segment_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[st
     planned = PlannedSegment(int(source["index"]), start, end, rate, source.get("chapter"), source["method"])
     plan = SegmentPlan([planned], [], rate, output_rate, duration_s=end / rate)
     _, audio = next(iter_segment_audio(path, plan))
-    if rate == output_rate and sf.info(str(path)).subtype == "PCM_16":
+    if rate == output_rate and audio_info(path).subtype == "PCM_16":
         write_pcm16_flac(out_dir / "audio.flac", audio, output_rate)
     else:
         write_wav(out_dir / "audio.wav", audio, output_rate)

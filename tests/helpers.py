@@ -232,7 +232,7 @@ def publish_audio_dataset(
     store: ArtifactStore, name: str, seconds: dict[str, float], with_duration_stat: bool = True
 ) -> str:
     """A normalize-stage dataset of synthetic piano audio, one item per (item id, seconds)."""
-    from tasks.audio_io import write_wav
+    from musika_model.audio import write_wav
 
     items = []
     for seed, (item_id, length) in enumerate(seconds.items()):

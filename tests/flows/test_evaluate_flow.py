@@ -185,6 +185,6 @@ def test_unreadable_reference_items_are_skipped_and_flagged(prepared):
     assert [entry["item_id"] for entry in skipped] == ["corrupt"]
     result, frames = measure_reference(crops, skipped, "mixed@1")
     assert len(result["clips"]) == len(frames) == 2
-    assert any(flag.startswith("item corrupt unreadable: LibsndfileError") for flag in result["flags"])
+    assert any(flag.startswith("item corrupt unreadable: AudioFileError") for flag in result["flags"])
     longer, _ = load_crops(store, items[:2], seconds=60.0, min_seconds=60.0)
     assert longer == []

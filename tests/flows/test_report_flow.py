@@ -108,4 +108,4 @@ def test_a_report_that_fails_does_not_fail_the_publish(published, tmp_path, capl
     assert state.is_completed() and state.result()["ref"] == ref
     assert not report_path(store, ref).exists()
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
-    assert any(f"no report written for {ref}: AudioFormatError" in message for message in warnings)
+    assert any(f"no report written for {ref}: AudioFileError" in message for message in warnings)

@@ -1,4 +1,4 @@
-"""Audio loading and the encode/decode codec with a tiny autoencoder."""
+"""The encode/decode codec with a tiny autoencoder (audio file I/O itself: test_audio.py)."""
 
 import json
 
@@ -34,104 +34,6 @@ def _music(seconds: float, rate: int = SR, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def autoencoder() -> Autoencoder:
     return Autoencoder.build(AutoencoderConfig.tiny())
-
-
-# ------------------------------------------------------------------ audio loading
-
-
-def test_load_audio_resamples_and_duplicates_mono(tmp_path):
-    mono = _music(2.0, rate=22050)[:, 0]
-    path = tmp_path / "mono.flac"
-    sf.write(path, mono, 22050)
-    loaded = audio.load_audio(path)
-    assert loaded.shape == (2 * SR, 2)
-    assert loaded.dtype == np.float32
-    np.testing.assert_array_equal(loaded[:, 0], loaded[:, 1])
-    # The 262 Hz partial survives resampling: compare spectra peaks.
-    spectrum = np.abs(np.fft.rfft(loaded[:, 0]))
-    assert abs(np.argmax(spectrum) * SR / len(loaded) - 262) < 2
-
-
-def test_int16_pcm_is_scaled_to_unit_range(tmp_path):
-    samples = np.array([0, 16384, -32768, 32767] * 1000, np.int16)
-    path = tmp_path / "pcm16.wav"
-    sf.write(path, samples, SR, subtype="PCM_16")
-    loaded = audio.load_audio(path)
-    np.testing.assert_allclose(loaded[:4, 0], [0.0, 0.5, -1.0, 32767 / 32768])
-    np.testing.assert_allclose(audio.to_stereo_float(samples)[:4, 1], loaded[:4, 1])
-
-
-def test_unsigned_8_bit_pcm_is_centred():
-    samples = np.array([128, 255, 0], np.uint8)
-    np.testing.assert_allclose(audio.to_stereo_float(samples)[:, 0], [0.0, 127 / 128, -1.0])
-
-
-def test_streaming_blocks_equal_whole_file_for_resampled_ogg(tmp_path):
-    path = tmp_path / "clip.ogg"
-    sf.write(path, _music(3.0, rate=48000), 48000, format="OGG", subtype="VORBIS")
-    blocks = list(audio.iter_audio_blocks(path, block_frames=10_000))
-    assert len(blocks) > 10
-    assert max(len(block) for block in blocks) <= 10_000
-    whole = audio.load_audio(path)
-    np.testing.assert_array_equal(np.concatenate(blocks), whole)
-    assert abs(len(whole) - 3 * SR) <= 1
-
-
-def test_nan_in_a_float_file_is_reported_with_its_position(tmp_path):
-    data = _music(1.0)
-    data[30_000, 1] = np.nan
-    path = tmp_path / "nan.wav"
-    sf.write(path, data, SR, subtype="FLOAT")
-    with pytest.raises(audio.NonFiniteAudioError, match="sample 30000"):
-        audio.load_audio(path)
-
-
-@pytest.mark.parametrize(
-    ("content", "error", "message"),
-    [
-        (None, audio.AudioFileError, "no such audio file"),
-        (b"this is not audio at all" * 10, audio.AudioFileError, "cannot open as audio"),
-    ],
-)
-def test_unreadable_files(tmp_path, content, error, message):
-    path = tmp_path / "broken.wav"
-    if content is not None:
-        path.write_bytes(content)
-    with pytest.raises(error, match=message):
-        audio.load_audio(path)
-
-
-def test_empty_file_and_too_many_channels(tmp_path):
-    empty = tmp_path / "empty.wav"
-    sf.write(empty, np.zeros((0, 2), np.float32), SR)
-    with pytest.raises(audio.EmptyAudioError, match="empty.wav"):
-        audio.load_audio(empty)
-    surround = tmp_path / "surround.wav"
-    sf.write(surround, np.zeros((100, 6), np.float32), SR)
-    with pytest.raises(audio.ChannelLayoutError, match="6 channels"):
-        audio.load_audio(surround)
-
-
-@pytest.mark.parametrize(
-    ("array", "error", "message"),
-    [
-        (np.zeros((2, 5000), np.float32), audio.ChannelLayoutError, "channels-first"),
-        (np.zeros((10, 2, 2), np.float32), audio.ChannelLayoutError, "got \\(10, 2, 2\\)"),
-        (np.zeros(100, np.complex64), audio.AudioDtypeError, "complex64"),
-        (np.array([0.0, np.inf, 0.0]), audio.NonFiniteAudioError, "sample 1"),
-    ],
-)
-def test_bad_arrays(array, error, message):
-    with pytest.raises(error, match=message):
-        audio.to_stereo_float(array)
-
-
-def test_write_wav_round_trip(tmp_path):
-    data = _music(0.5)
-    path = audio.write_wav(tmp_path / "sub" / "out.wav", data)
-    read, rate = sf.read(path, dtype="float32")
-    assert rate == SR
-    np.testing.assert_array_equal(read, data)
 
 
 # ------------------------------------------------------------------ encode / decode
@@ -259,8 +161,11 @@ def test_bad_audio_and_latents_raise_specific_errors(autoencoder):
 
 
 def test_encode_file_errors(autoencoder, tmp_path):
-    with pytest.raises(audio.AudioFileError, match="missing.wav"):
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
         autoencoder.encode_file(tmp_path / "missing.wav")
+    (tmp_path / "junk.wav").write_bytes(b"this is not audio at all" * 10)
+    with pytest.raises(audio.AudioFileError, match="junk.wav"):
+        autoencoder.encode_file(tmp_path / "junk.wav")
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros((0, 1), np.float32), SR)
     with pytest.raises(audio.EmptyAudioError):

@@ -1,4 +1,4 @@
-"""Loudness normalization and the audio helpers, checked with independent measurements.
+"""Loudness normalization, checked with independent measurements.
 
 Loudness is measured by calling pyloudnorm directly on the audio read back from a WAV file, and
 true peak with scipy's resample_poly at 4x: never through the module's own helpers.
@@ -15,14 +15,6 @@ import pytest
 import soundfile as sf
 from scipy.signal import firwin, resample_poly
 
-from tasks.audio_io import (
-    AudioFormatError,
-    audio_stats,
-    ensure_stereo,
-    pcm_to_float32,
-    read_wav,
-    write_wav,
-)
 from tasks.loudness import (
     InvalidLoudnessParams,
     ItemRejected,
@@ -391,58 +383,3 @@ def test_loudness_of_silence_is_minus_infinity() -> None:
 def test_unmeasurable_audio_is_refused_with_the_reason(audio: np.ndarray, match: str) -> None:
     with pytest.raises(UnmeasurableAudio, match=match):
         integrated_loudness(audio, RATE)
-
-
-# --------------------------------------------------------------------------------------------
-# Audio helpers
-
-
-def test_wav_round_trip_is_float32_stereo(tmp_path: Path) -> None:
-    audio = piano_like(seconds=1.0)
-    path = write_wav(tmp_path / "sub" / "a.wav", audio, RATE)
-    assert sf.info(path).subtype == "FLOAT" and sf.info(path).channels == 2
-    back, rate = read_wav(path)
-    assert rate == RATE and back.dtype == np.float32 and np.array_equal(back, audio)
-
-
-def test_reading_a_mono_file_gives_stereo(tmp_path: Path) -> None:
-    mono = piano_like(seconds=1.0)[:, 0]
-    sf.write(tmp_path / "mono.flac", mono, RATE, subtype="PCM_16")
-    audio, rate = read_wav(tmp_path / "mono.flac")
-    assert rate == RATE and audio.shape == (mono.size, 2)
-    assert np.array_equal(audio[:, 0], audio[:, 1])
-    assert np.abs(audio[:, 0] - mono).max() < 1e-4
-
-
-def test_reading_bad_files_names_them(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.wav"):
-        read_wav(tmp_path / "missing.wav")
-    (tmp_path / "junk.wav").write_bytes(b"RIFF....WAVEjunk")
-    with pytest.raises(AudioFormatError, match="junk.wav"):
-        read_wav(tmp_path / "junk.wav")
-
-
-def test_pcm_conversion_uses_the_integer_range() -> None:
-    assert pcm_to_float32(np.array([-32768, 0, 16384], np.int16)).tolist() == [-1.0, 0.0, 0.5]
-    assert pcm_to_float32(np.array([-(2**31), 2**30], np.int32)).tolist() == [-1.0, 0.5]
-    assert pcm_to_float32(np.array([0, 128, 192], np.uint8)).tolist() == [-1.0, 0.0, 0.5]
-    with pytest.raises(AudioFormatError, match="uint16"):
-        pcm_to_float32(np.array([1], np.uint16))
-
-
-def test_ensure_stereo_duplicates_mono_and_refuses_other_layouts() -> None:
-    mono = np.arange(4, dtype=np.float32)
-    assert ensure_stereo(mono).tolist() == [[0, 0], [1, 1], [2, 2], [3, 3]]
-    assert ensure_stereo(mono[:, None]).shape == (4, 2)
-    with pytest.raises(AudioFormatError, match=r"\(2, 3, 4\)"):
-        ensure_stereo(np.zeros((2, 3, 4)))
-
-
-def test_audio_stats() -> None:
-    audio = np.full((RATE // 2, 2), 0.5, np.float32)
-    audio[0, 0] = -1.0
-    stats = audio_stats(audio, RATE)
-    assert stats.duration_s == pytest.approx(0.5)
-    assert stats.peak_dbfs == pytest.approx(0.0)
-    assert stats.rms_dbfs == pytest.approx(20 * np.log10(0.5), abs=0.01)
-    assert audio_stats(np.zeros((10, 2)), RATE).peak_dbfs == float("-inf")
