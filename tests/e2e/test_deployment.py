@@ -1,6 +1,7 @@
 """End to end: a real `prefect server start`, process work pools, `prefect deploy`, workers, and
 `prefect deployment run --watch`: building a dataset from MIDI written by the test, and
-pretraining a tiny GAN on the `gpu` pool under the `gpu` global concurrency limit."""
+pretraining a tiny GAN on the `gpu` pool under the `gpu` global concurrency limit (a slot held
+while training, as the server's events show)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -113,6 +117,67 @@ def _run_on_worker(env: dict[str, str], pool: str, log_path: Path, deployment: s
     return run.stdout
 
 
+def _api(server_url: str, method: str, path: str, body: dict | None = None) -> dict:
+    response = httpx.request(method, f"{server_url}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def _when(value: dict | str) -> datetime:
+    """An event's `occurred`, or an API timestamp, as a datetime."""
+    return datetime.fromisoformat(value["occurred"] if isinstance(value, dict) else value)
+
+
+def _events(server_url: str, complete: Callable[[list[dict]], bool], timeout: float = 60.0,
+            **event_filter: dict) -> list[dict]:
+    """The events matching `event_filter` (`POST /api/events/filter`), oldest first, read until
+    `complete` holds of them or `timeout`: the server stores the events a flow run sent a few
+    seconds after they arrive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = _api(server_url, "POST", "/events/filter", {"filter": event_filter, "limit": 50})
+        events = sorted(page["events"], key=_when)
+        if complete(events) or time.monotonic() > deadline:
+            return events
+        time.sleep(1.0)
+
+
+def _related(event: dict, role: str) -> list[str]:
+    """The ids of the resources related to `event` in `role` (e.g. "flow-run")."""
+    return [resource["prefect.resource.id"] for resource in event["related"]
+            if resource.get("prefect.resource.role") == role]
+
+
+def _assert_slot_held_while_training(server_url: str, limit_id: str, deployment: str, task: str) -> None:
+    """One slot of the global concurrency limit `limit_id` was acquired by a run of `deployment`
+    before its `task` started and released after the task completed, before the run finished:
+    Prefect's `concurrency` context emits prefect.concurrency-limit.acquired / .released events
+    from the run that holds the slot."""
+    slot_names = ["prefect.concurrency-limit.acquired", "prefect.concurrency-limit.released"]
+    slot_events = _events(server_url, lambda found: {e["event"] for e in found} == set(slot_names),
+                          event={"name": slot_names}, resource={"id": [f"prefect.concurrency-limit.{limit_id}"]})
+    assert [event["event"] for event in slot_events] == slot_names, slot_events  # one of each
+    acquired, released = slot_events
+    assert acquired["resource"]["slots-acquired"] == "1"
+    holder = _related(acquired, "flow-run")
+    assert len(holder) == 1 and _related(released, "flow-run") == holder, slot_events
+    flow_run = _api(server_url, "GET", f"/flow_runs/{holder[0].removeprefix('prefect.flow-run.')}")
+    assert flow_run["state_type"] == "COMPLETED" and flow_run["deployment_id"], flow_run
+    assert _api(server_url, "GET", f"/deployments/{flow_run['deployment_id']}")["name"] == deployment
+
+    task_names = ["prefect.task-run.Running", "prefect.task-run.Completed"]
+
+    def of_task(found: list[dict]) -> list[dict]:
+        return [e for e in found if e["resource"]["prefect.resource.name"].startswith(f"{task}-")]
+
+    task_events = of_task(_events(server_url, lambda found: len(of_task(found)) >= 2,
+                                  event={"name": task_names}, related={"id": holder}))
+    assert [event["event"] for event in task_events] == task_names, task_events
+    started, finished = task_events
+    assert (_when(flow_run["start_time"]) <= _when(acquired) < _when(started) < _when(finished)
+            < _when(released) <= _when(flow_run["end_time"])), (slot_events, task_events, flow_run)
+
+
 def test_midi_dataset_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
     midi_dir = tmp_path / "midi"
     midi_dir.mkdir()
@@ -161,7 +226,9 @@ def test_pretrain_deployment_runs_on_the_gpu_pool_under_the_gpu_limit(prefect_se
     assert {item.item_id for item in trained.items} == {"autoencoder", "gan"}
     assert store.manifest(trained.items[1].key).stats["step"] == 8
     limit = json.loads(_prefect(env, "gcl", "inspect", "gpu", "--output", "json").stdout)
-    assert limit["limit"] == 1 and limit["active_slots"] == 0
+    assert limit["limit"] == 1 and limit["active_slots"] == 0  # nothing held once the run is over
+
+    _assert_slot_held_while_training(prefect_server, limit["id"], "pretrain", "train-gan")
     automations = _prefect(env, "automation", "ls").stdout
     assert "finetune" in automations.lower()
 

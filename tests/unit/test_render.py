@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import struct
 import sys
 import threading
@@ -25,12 +26,14 @@ from tasks.render import (
     MidiHasNoNotes,
     MidiParseError,
     MidiTooLong,
-    RenderError,
     RenderParams,
     SilentRender,
     SoundfontNotFound,
     render_midi,
 )
+from tasks.sources import MIDI_EXTENSIONS, resolve_sources
+from tasks.store import ArtifactStore
+from tests.helpers import run_cli
 
 RATE = 44100
 SINE_PERIOD = 100  # samples per period of the test font's sample: 441 Hz at 44.1 kHz, on key 69
@@ -438,19 +441,83 @@ def test_missing_libfluidsynth_names_the_debian_package(
         render_midi(midi, sine_font)
 
 
-def test_every_error_is_a_render_error() -> None:
-    for error in (
-        SoundfontNotFound,
-        FluidSynthUnavailable,
-        MidiFileNotFound,
-        MidiParseError,
-        MidiHasNoNotes,
-        MidiTooLong,
-        SilentRender,
-        render.SoundfontLoadError,
-        render.InvalidRenderParams,
-    ):
-        assert issubclass(error, RenderError)
+def test_the_render_stage_records_each_bad_midi_file_under_its_reason(
+    tmp_path: Path, sine_font: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-file render errors become the item's recorded failure reason; the rest renders."""
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    write_midi(folder / "good.mid", instrument(phrase()))
+    (folder / "corrupt.mid").write_text("certainly not a MIDI file")  # MidiParseError
+    write_midi(folder / "empty.mid", pretty_midi.Instrument(program=0))  # MidiHasNoNotes
+    write_midi(folder / "long.mid", instrument([(60, 0.0, 90.0)]))  # MidiTooLong (limit below)
+    drums = instrument([(36, 0.0, 0.1), (38, 0.5, 0.6)], is_drum=True)
+    write_midi(folder / "drums.mid", drums)  # SilentRender: the sine font has no drum kit
+    write_midi(folder / "vanished.mid", instrument([(62, 0.0, 0.5)]))  # MidiFileNotFound
+    expected = {
+        "good.mid": None,
+        "corrupt.mid": "corrupt_midi",
+        "empty.mid": "no_notes",
+        "long.mid": "too_long",
+        "drums.mid": "silent",
+        "vanished.mid": "missing_file",
+    }
+    files = resolve_sources([str(folder)], MIDI_EXTENSIONS).files
+    items = render.plan_render_items(files, [sine_font], [0], RenderParams())
+    assert len(items) == len(expected)
+    (folder / "vanished.mid").unlink()  # gone between planning and rendering
+    store = ArtifactStore(tmp_path / "store")
+    # The task's own body, without a Prefect run around it (its logger is the run's logger).
+    monkeypatch.setattr(render, "get_run_logger", lambda: logging.getLogger("test-render"))
+    outcomes = render.render_batch.fn(items, store.root, max_duration_s=60.0)
+
+    assert {Path(o.source["path"]).name: o.reason for o in outcomes} == expected
+    for outcome in outcomes:
+        name = Path(outcome.source["path"]).name
+        if expected[name] is None:
+            assert outcome.status == "computed" and store.has(outcome.key)
+            continue
+        assert outcome.status == "failed" and name in outcome.message, outcome
+        recorded = store.recorded_failure(outcome.key)  # a re-run reports it without retrying
+        assert recorded is not None and (recorded["stage"], recorded["reason"]) == (
+            "render",
+            expected[name],
+        )
+
+
+@pytest.mark.parametrize(
+    ("problem", "options", "named"),
+    [
+        ("missing soundfont", ["--soundfont", "{tmp}/nowhere/grand.sf2"], "{tmp}/nowhere/grand.sf2"),
+        ("no libfluidsynth", [], "apt-get install libfluidsynth3"),
+        ("transposition out of range", ["--transpose", "200"], "transpose must be within"),
+    ],
+)
+def test_render_errors_that_stop_a_midi_run_are_one_line_from_the_cli(
+    problem: str, options: list[str], named: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SoundfontNotFound, FluidSynthUnavailable and InvalidRenderParams come out of the flow's
+    planning, before anything renders: `musika-piano` prints one line naming the problem and
+    exits 2, no traceback."""
+    import flows.midi_dataset
+
+    if problem == "no libfluidsynth":  # what `import fluidsynth` does without libfluidsynth.so
+        monkeypatch.setitem(sys.modules, "fluidsynth", None)
+    # The flow's own body, without Prefect's engine around it: the error is raised by its planning.
+    flow = flows.midi_dataset.build_midi_dataset
+    monkeypatch.setattr(flows.midi_dataset, "build_midi_dataset", flow.fn)
+    monkeypatch.setattr(flows.midi_dataset, "get_run_logger", lambda: logging.getLogger("test"))
+    (tmp_path / "midi").mkdir()
+    write_midi(tmp_path / "midi" / "piano.mid", instrument(phrase()))
+    store = tmp_path / "store"
+    argv = [option.format(tmp=tmp_path) for option in options]
+    code, out, err = run_cli(
+        "--store", str(store), "dataset", "midi", str(tmp_path / "midi"), "--name", "x", *argv
+    )
+    assert (code, out) == (2, ""), err
+    assert err.startswith("musika-piano: ") and err.count("\n") == 1, err
+    assert named.format(tmp=tmp_path) in err
+    assert ArtifactStore(store).list_datasets() == []
 
 
 def test_a_file_that_is_not_a_soundfont_is_a_load_error(tmp_path: Path) -> None:
