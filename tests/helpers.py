@@ -220,7 +220,7 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     streams after each test."""
     from contextlib import redirect_stderr, redirect_stdout
 
-    from flows.cli import main
+    from flows.cli.commands import main
 
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from flows import cli_app
-from flows.app import launch_app, open_catalog
+from flows.app.ui import launch_app, open_catalog
+from flows.cli import app as cli_app
 from tasks.checkpoints import import_official_checkpoint
 from tasks.store import ArtifactStore
 from tests.helpers import write_official_tiny_model

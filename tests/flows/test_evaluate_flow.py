@@ -1,5 +1,5 @@
 """The evaluate flow under a real Prefect API: the published contract, re-runs that recompute
-nothing, several checkpoints in one table, bad inputs refused, the CLI (`flows.cli.main`)."""
+nothing, several checkpoints in one table, bad inputs refused, the CLI (`flows.cli.commands.main`)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import soundfile
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows.cli import main
+from flows.cli.commands import main
 from flows.encode_dataset import encode_dataset
 from flows.generate import generate_samples
 from flows.midi_dataset import build_midi_dataset

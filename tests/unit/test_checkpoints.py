@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows.cli import main
+from flows.cli.commands import main
 from musika_model.config import AutoencoderConfig, GanConfig
 from musika_model.networks import build_autoencoder, build_gan
 from musika_model.official import save_autoencoder_weights, save_gan_weights, write_switch

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flows.cli import main
+from flows.cli.commands import main
 from tasks.store import ArtifactStore
 
 

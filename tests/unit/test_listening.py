@@ -1,4 +1,4 @@
-"""The generation app's logic (tasks/listening.py, tasks/spectrograms.py) on a real tiny model."""
+"""The generation app's logic (flows/app/listening.py, tasks/spectrograms.py) on a real tiny model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks import listening
+from flows.app import listening
 from tasks.checkpoints import import_official_checkpoint
 from tasks.spectrograms import mel_spectrogram_db, mel_spectrogram_png
 from tasks.store import ArtifactStore

@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 import flows.train
-from flows.cli import build_parser, settings_from_args
+from flows.cli.commands import build_parser, settings_from_args
 from flows.params import AutoencoderTrainingSettings, TrainingSettings
 from musika_model import devices
 from musika_model.config import GanConfig

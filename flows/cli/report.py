@@ -1,6 +1,6 @@
 """`musika-piano report REF [--output PATH]`: write the HTML report of a version on demand.
 
-Registered by `flows/cli.py` through `add_parser`; `USER_ERRORS` are the errors it prints as
+Registered by `flows/cli/commands.py` through `add_parser`; `USER_ERRORS` are the errors it prints as
 one line with exit code 2.
 """
 

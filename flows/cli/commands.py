@@ -20,7 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from flows import cli_app, cli_evaluate, cli_report
+from flows.cli import app as cli_app
+from flows.cli import evaluate as cli_evaluate
+from flows.cli import report as cli_report
 from flows.params import AutoencoderTrainingSettings, TrainingSettings
 from tasks.batching import StageFailed
 from tasks.sources import SourceNotFound

@@ -1,6 +1,6 @@
 """`musika-piano evaluate CHECKPOINT [CHECKPOINT...] --reference DATASET`: the evaluate flow.
 
-Registered by `flows/cli.py` through `add_parser`; `USER_ERRORS` are the errors it prints as
+Registered by `flows/cli/commands.py` through `add_parser`; `USER_ERRORS` are the errors it prints as
 one line with exit code 2. The flow (Prefect, librosa, TensorFlow) is imported only when the
 command runs.
 """

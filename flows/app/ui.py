@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks import listening
+from flows.app import listening
 from tasks.store import ArtifactStore
 
 if TYPE_CHECKING:

@@ -1,10 +1,10 @@
-"""`musika-piano app`: the command that serves the generation page (flows/app.py)."""
+"""`musika-piano app`: the command that serves the generation page (flows/app/ui.py)."""
 
 from __future__ import annotations
 
 import argparse
 
-from tasks.listening import user_errors
+from flows.app.listening import user_errors
 
 USER_ERRORS: tuple[type[Exception], ...] = user_errors()
 """Errors that mean "fix your input" (bad folder, base_channels mismatch, unknown model)."""
@@ -25,7 +25,7 @@ def port_number(text: str) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
-    from flows.app import launch_app
+    from flows.app.ui import launch_app
 
     launch_app(
         args.store, host=args.host, port=args.port, checkpoint=args.checkpoint,

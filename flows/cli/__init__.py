@@ -1,0 +1,11 @@
+"""`musika-piano`, the command line: commands.py (parser, dataset, training, store commands,
+`main`), app.py, evaluate.py and report.py (one command each).
+
+`main` is re-exported here only because it is the console script's entry point
+(`musika-piano = "flows.cli:main"` in pyproject.toml); everything else imports from the module
+that defines it.
+"""
+
+from flows.cli.commands import main
+
+__all__ = ["main"]
