@@ -227,7 +227,7 @@ class AudioItem:
 def audio_items(store: ArtifactStore, items: Sequence[DatasetItem]) -> list[AudioItem]:
     """The audio file and length of each item of a normalized dataset version."""
     from musika_model.audio import audio_info
-    from tasks.audio_io import single_audio_file
+    from tasks.pipeline.audio_io import single_audio_file
 
     found = []
     for item in items:
@@ -493,7 +493,7 @@ def run_learning(settings: LearningSettings = LearningSettings()) -> dict[str, A
     from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
     from musika_model.training_data import LatentSource
     from tasks.encode import LATENTS_FILE
-    from tasks.models import load_autoencoder, resolve_model
+    from tasks.pipeline.models import load_autoencoder, resolve_model
     from tasks.reports import write_report
     from tasks.store import ArtifactStore, object_key
 

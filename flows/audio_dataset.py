@@ -22,10 +22,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import LoudnessSettings, QualitySettings, RunSettings, SegmentSettings
 from tasks import loudness, quality, segment
-from tasks.batching import ItemOutcome, WorkItem, check_failure_bound, count_statuses, partition
-from tasks.caching import batch_outcomes, submit_batch
-from tasks.publishing import publish_dataset_version, summarize_sources
-from tasks.sources import resolve_sources
+from tasks.pipeline.batching import (
+    ItemOutcome,
+    WorkItem,
+    check_failure_bound,
+    count_statuses,
+    partition,
+)
+from tasks.pipeline.caching import batch_outcomes, submit_batch
+from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
+from tasks.pipeline.sources import resolve_sources
 from tasks.store import ArtifactStore
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg"})

@@ -12,10 +12,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import RunSettings
 from tasks import encode
-from tasks.batching import check_failure_bound, count_statuses, partition
-from tasks.caching import batch_outcomes, submit_batch
-from tasks.models import resolve_model
-from tasks.publishing import publish_dataset_version
+from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
+from tasks.pipeline.caching import batch_outcomes, submit_batch
+from tasks.pipeline.models import resolve_model
+from tasks.pipeline.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
 
 DEFAULT_RUN = RunSettings()

@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 from flows.params import RunSettings
 from tasks import evaluate as stage
 from tasks.metrics import METRICS
-from tasks.models import resolve_model
-from tasks.publishing import artifact_key, code_version
+from tasks.pipeline.models import resolve_model
+from tasks.pipeline.publishing import artifact_key, code_version
 from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore
 

@@ -9,9 +9,9 @@ from prefect import flow, get_run_logger
 
 from flows.params import RunSettings
 from tasks import generate as generation
-from tasks.batching import check_failure_bound, count_statuses
-from tasks.models import resolve_model
-from tasks.publishing import publish_dataset_version
+from tasks.pipeline.batching import check_failure_bound, count_statuses
+from tasks.pipeline.models import resolve_model
+from tasks.pipeline.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
 
 DEFAULT_RUN = RunSettings()

@@ -14,10 +14,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import LoudnessSettings, RenderSettings, RunSettings
 from tasks import loudness, render
-from tasks.batching import check_failure_bound, count_statuses, partition
-from tasks.caching import batch_outcomes, submit_batch
-from tasks.publishing import publish_dataset_version
-from tasks.sources import MIDI_EXTENSIONS, resolve_sources
+from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
+from tasks.pipeline.caching import batch_outcomes, submit_batch
+from tasks.pipeline.publishing import publish_dataset_version
+from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.store import ArtifactStore
 
 DEFAULT_RENDER, DEFAULT_LOUDNESS, DEFAULT_RUN = RenderSettings(), LoudnessSettings(), RunSettings()

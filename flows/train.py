@@ -18,8 +18,8 @@ from prefect.concurrency.sync import concurrency
 from flows.params import RunSettings, TrainingSettings
 from musika_model.devices import select_device
 from tasks import training
-from tasks.models import StoredModel, resolve_model
-from tasks.publishing import code_version
+from tasks.pipeline.models import StoredModel, resolve_model
+from tasks.pipeline.publishing import code_version
 from tasks.store import ArtifactStore
 
 if TYPE_CHECKING:

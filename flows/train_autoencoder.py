@@ -2,7 +2,7 @@
 
 The path for users without the official Musika weights. Only wiring lives here: planning,
 training and publishing the object are in `tasks/autoencoder.py`. The model version follows
-`tasks/models.py` (one `autoencoder` item), so `musika-piano encode --autoencoder <name>` and
+`tasks/pipeline/models.py` (one `autoencoder` item), so `musika-piano encode --autoencoder <name>` and
 the GAN trainer take it like an imported official checkpoint. A second run with the same
 dataset and settings trains nothing and returns the existing version.
 """
@@ -14,9 +14,9 @@ from prefect import flow, get_run_logger
 from flows.params import AutoencoderTrainingSettings, RunSettings
 from musika_model.config import AutoencoderConfig
 from tasks import autoencoder
-from tasks.batching import ItemOutcome
-from tasks.models import AUTOENCODER_ITEM
-from tasks.publishing import publish_dataset_version
+from tasks.pipeline.batching import ItemOutcome
+from tasks.pipeline.models import AUTOENCODER_ITEM
+from tasks.pipeline.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
 
 DEFAULT_SETTINGS, DEFAULT_RUN = AutoencoderTrainingSettings(), RunSettings()

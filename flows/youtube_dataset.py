@@ -35,7 +35,7 @@ from flows.params import (
     SegmentSettings,
 )
 from tasks import crawl, loudness, segment
-from tasks.batching import (
+from tasks.pipeline.batching import (
     ItemOutcome,
     StageFailed,
     WorkItem,
@@ -43,8 +43,8 @@ from tasks.batching import (
     count_statuses,
     partition,
 )
-from tasks.caching import batch_outcomes, submit_batch
-from tasks.publishing import publish_dataset_version, summarize_sources
+from tasks.pipeline.caching import batch_outcomes, submit_batch
+from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
 from tasks.store import ArtifactStore, DatasetNotFoundError
 
 DEFAULT_CRAWL, DEFAULT_SEGMENT, DEFAULT_QUALITY = CrawlSettings(), SegmentSettings(), QualitySettings()

@@ -5,7 +5,7 @@ the network widths and training settings, and the sorted object keys of the item
 so the same dataset with the same settings finds the object in the store and trains nothing.
 
 The object holds the autoencoder in this project's format (`Autoencoder.save`: one .npz per
-network plus `autoencoder.json`, which `tasks.models.load_autoencoder` reads) and
+network plus `autoencoder.json`, which `tasks.pipeline.models.load_autoencoder` reads) and
 `training_history.json` (the losses of every logged step). Its statistics say how long it
 trained, its final losses, and how well it reconstructs a few of its own training items.
 
@@ -29,7 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from musika_model.ae_training import AeTrainingConfig
 from musika_model.codec import FORMAT_NAME
 from musika_model.config import SAMPLE_RATE, AutoencoderConfig
-from tasks.audio_io import single_audio_file
+from tasks.pipeline.audio_io import single_audio_file
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 
 if TYPE_CHECKING:

@@ -45,8 +45,8 @@ from yt_dlp.utils import (
 )
 
 from musika_model.audio import AudioFileError, audio_info, copy_to_flac
-from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
-from tasks.caching import STORE_OBJECTS
+from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
+from tasks.pipeline.caching import STORE_OBJECTS
 from tasks.segment import clip_chapters
 from tasks.store import ArtifactStore, object_key
 

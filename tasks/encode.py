@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from tasks.audio_io import single_audio_file
-from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
-from tasks.caching import STORE_OBJECTS
-from tasks.models import load_autoencoder
+from tasks.pipeline.audio_io import single_audio_file
+from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
+from tasks.pipeline.caching import STORE_OBJECTS
+from tasks.pipeline.models import load_autoencoder
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 
 if TYPE_CHECKING:

@@ -39,8 +39,6 @@ from musika_model.audio import (
     resample,
     write_pcm16_wav,
 )
-from tasks.audio_io import single_audio_file
-from tasks.batching import StageFailed
 from tasks.metrics import (
     METRICS,
     SAMPLE_RATE,
@@ -51,7 +49,9 @@ from tasks.metrics import (
     measure_clip,
     summarize,
 )
-from tasks.models import StoredModel
+from tasks.pipeline.audio_io import single_audio_file
+from tasks.pipeline.batching import StageFailed
+from tasks.pipeline.models import StoredModel
 from tasks.store import ArtifactStore, DatasetItem, DatasetVersion, object_key
 
 STAGE = "evaluate"
@@ -277,7 +277,7 @@ def measure_model(
 ) -> dict[str, Any]:
     """Generate and measure samples (with a gan), measure reconstructions (with an
     autoencoder), write the object's files; returns its summary."""
-    from tasks.models import load_autoencoder, load_generator
+    from tasks.pipeline.models import load_autoencoder, load_generator
 
     autoencoder = load_autoencoder(store.root, plan.ae_key)
     clips: list[dict[str, Any]] = []

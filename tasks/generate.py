@@ -14,8 +14,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from musika_model.audio import write_pcm16_wav
-from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
-from tasks.models import StoredModel, load_autoencoder, load_generator
+from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
+from tasks.pipeline.models import StoredModel, load_autoencoder, load_generator
 from tasks.store import ArtifactStore, object_key
 
 STAGE = "generate"

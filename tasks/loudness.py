@@ -33,9 +33,9 @@ from musika_model.audio import (
     to_stereo_float,
     write_wav,
 )
-from tasks.audio_io import amplitude_to_db, single_audio_file
-from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
-from tasks.caching import STORE_OBJECTS
+from tasks.pipeline.audio_io import amplitude_to_db, single_audio_file
+from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
+from tasks.pipeline.caching import STORE_OBJECTS
 from tasks.store import ArtifactStore, object_key
 
 PYLOUDNORM_MIN_SECONDS = 0.4  # one gating block; shorter input has no integrated loudness

@@ -46,9 +46,9 @@ from musika_model.audio import (
     read_audio,
     to_stereo_float,
 )
-from tasks.audio_io import single_audio_file
-from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
-from tasks.caching import STORE_OBJECTS
+from tasks.pipeline.audio_io import single_audio_file
+from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
+from tasks.pipeline.caching import STORE_OBJECTS
 from tasks.store import ArtifactStore, object_key
 
 ANALYSIS_FRAME = 2048

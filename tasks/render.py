@@ -38,10 +38,10 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from musika_model.audio import write_pcm16_flac
-from tasks.audio_io import audio_stats
-from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
-from tasks.caching import STORE_OBJECTS
-from tasks.sources import SourceFile
+from tasks.pipeline.audio_io import audio_stats
+from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
+from tasks.pipeline.caching import STORE_OBJECTS
+from tasks.pipeline.sources import SourceFile
 from tasks.store import ArtifactStore, object_key
 
 DEFAULT_SAMPLE_RATE = 44100

@@ -31,12 +31,12 @@ from prefect.artifacts import create_link_artifact
 
 from musika_model.audio import audio_info, read_audio, read_audio_window
 from tasks import plots
-from tasks.audio_io import single_audio_file
 from tasks.encode import LATENTS_FILE
 from tasks.encode import STAGE as ENCODE_STAGE
 from tasks.loudness import STAGE as NORMALIZE_STAGE
-from tasks.models import AUTOENCODER_ITEM, GAN_ITEM
-from tasks.publishing import artifact_key
+from tasks.pipeline.audio_io import single_audio_file
+from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM
+from tasks.pipeline.publishing import artifact_key
 from tasks.store import ArtifactStore, DatasetVersion
 from tasks.store.layout import object_rel, report_rel
 

@@ -39,9 +39,9 @@ from musika_model.audio import (
     write_wav,
 )
 from musika_model.config import SAMPLE_RATE, SAMPLES_PER_LATENT, GanConfig
-from tasks.audio_io import single_audio_file
-from tasks.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
-from tasks.caching import STORE_OBJECTS
+from tasks.pipeline.audio_io import single_audio_file
+from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
+from tasks.pipeline.caching import STORE_OBJECTS
 from tasks.store import ArtifactStore, is_object_key, object_key
 
 GAN_WINDOW_S = GanConfig().latent_length * SAMPLES_PER_LATENT / SAMPLE_RATE

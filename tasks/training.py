@@ -32,8 +32,8 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.encode import LATENTS_FILE
 from tasks.encode import STAGE as ENCODE_STAGE
-from tasks.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, load_autoencoder
-from tasks.publishing import artifact_key
+from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, load_autoencoder
+from tasks.pipeline.publishing import artifact_key
 from tasks.reports import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 

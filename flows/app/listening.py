@@ -2,7 +2,7 @@
 network loading and clip generation.
 
 A model choice is either a store model (`NAME@V` holding both a `gan` and an `autoencoder`
-item, see `tasks.models`) or a checkpoint folder given on the command line: an official folder
+item, see `tasks.pipeline.models`) or a checkpoint folder given on the command line: an official folder
 (gen/gen_ema/critic .h5 beside enc/dec .h5) or a checkpoint of this project's trainer plus an
 autoencoder (a folder, or a store model holding one). Networks are loaded on first use and kept
 in small LRU caches, so switching between models does not reload them. TensorFlow is imported
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from musika_model.audio import write_pcm16_wav
-from tasks import models
+from tasks.pipeline import models
 from tasks.spectrograms import mel_spectrogram_png
 from tasks.store import ArtifactStore, DatasetVersion
 

@@ -24,8 +24,8 @@ from flows.cli import app as cli_app
 from flows.cli import evaluate as cli_evaluate
 from flows.cli import report as cli_report
 from flows.params import AutoencoderTrainingSettings, TrainingSettings
-from tasks.batching import StageFailed
-from tasks.sources import SourceNotFound
+from tasks.pipeline.batching import StageFailed
+from tasks.pipeline.sources import SourceNotFound
 from tasks.store import ArtifactStore, StoreError
 
 
@@ -391,7 +391,7 @@ _STAGE_ERRORS: dict[str, tuple[str, ...]] = {
     "tasks.crawl": ("InvalidCrawlParams", "InvalidSource"),
     "tasks.segment": ("InvalidSegmentParams",),
     "tasks.quality": ("InvalidQualityParams",),
-    "tasks.models": ("NotAModelError",),
+    "tasks.pipeline.models": ("NotAModelError",),
     "tasks.training": ("TrainingInputError",),
     "tasks.autoencoder": ("AutoencoderStageError", "AutoencoderDivergedError"),
     "tasks.generate": ("InvalidGenerateRequest",),

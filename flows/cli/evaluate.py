@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from musika_model.checkpoints import CheckpointMismatchError
-from tasks.batching import StageFailed
-from tasks.models import NotAModelError
+from tasks.pipeline.batching import StageFailed
+from tasks.pipeline.models import NotAModelError
 
 _COLUMNS = (
     ("kind", "kind", 9),

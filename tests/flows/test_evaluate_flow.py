@@ -29,7 +29,7 @@ from tasks.evaluate import (
     measure_reference,
 )
 from tasks.metrics import CLIP_METRICS, METRICS, measure_clip
-from tasks.models import NotAModelError
+from tasks.pipeline.models import NotAModelError
 from tasks.store import ArtifactStore, DatasetItem
 from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi
 

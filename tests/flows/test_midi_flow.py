@@ -19,8 +19,8 @@ from prefect.client.schemas.filters import (
 
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
-from tasks.batching import StageFailed
-from tasks.publishing import artifact_key
+from tasks.pipeline.batching import StageFailed
+from tasks.pipeline.publishing import artifact_key
 from tasks.render import render_midi
 from tasks.store import ArtifactStore
 from tests.helpers import write_piano_midi

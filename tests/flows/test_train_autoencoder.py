@@ -25,7 +25,7 @@ from tasks.autoencoder import (
     CollapsedAutoencoderError,
 )
 from tasks.encode import LATENTS_FILE
-from tasks.models import AUTOENCODER_ITEM, resolve_model
+from tasks.pipeline.models import AUTOENCODER_ITEM, resolve_model
 from tasks.store import ArtifactStore, DatasetNotFoundError
 from tests.helpers import publish_audio_dataset, publish_latents_dataset, write_piano_midi
 

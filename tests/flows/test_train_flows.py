@@ -25,8 +25,8 @@ from musika_model.training_data import LatentWidthError, SourceTooShortError
 from tasks import training
 from tasks.checkpoints import import_official_checkpoint
 from tasks.generate import SAMPLE_FILE, InvalidGenerateRequest
-from tasks.models import resolve_model
-from tasks.publishing import code_version
+from tasks.pipeline.models import resolve_model
+from tasks.pipeline.publishing import code_version
 from tasks.store import ArtifactStore
 from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi
 

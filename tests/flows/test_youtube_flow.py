@@ -31,7 +31,6 @@ from flows.params import (
 )
 from flows.youtube_dataset import refresh_youtube_dataset
 from tasks import segment
-from tasks.batching import StageFailed
 from tasks.crawl import (
     DOWNLOAD_STAGE,
     DOWNLOAD_STAGE_VERSION,
@@ -40,7 +39,8 @@ from tasks.crawl import (
     download_params,
     video_digest,
 )
-from tasks.publishing import artifact_key
+from tasks.pipeline.batching import StageFailed
+from tasks.pipeline.publishing import artifact_key
 from tasks.store import ArtifactStore, object_key
 from tests.helpers import (
     audio_bytes,

@@ -1,6 +1,6 @@
 """musika_model.audio, the one audio I/O module: reading, writing, conversion, the NaN rule,
 the error family, and faults of the machine kept as OSError (plus the stage-level helpers
-left in tasks.audio_io).
+left in tasks.pipeline.audio_io).
 
 Files are written with soundfile directly and read back with soundfile directly, so each side
 is checked against libsndfile rather than against the module itself.
@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from musika_model import audio
-from tasks.audio_io import audio_stats, single_audio_file
+from tasks.pipeline.audio_io import audio_stats, single_audio_file
 
 SR = 44100
 
@@ -323,7 +323,7 @@ def test_a_write_cut_short_by_the_os_leaves_no_partial_file(tmp_path):
     assert not target.exists()
 
 
-# ------------------------------------------------------------------ tasks.audio_io (stage level)
+# ------------------------------------------------------------------ tasks.pipeline.audio_io (stage level)
 
 
 def test_audio_stats():
@@ -371,8 +371,8 @@ def bad_objects(tmp_path):
 
 
 def test_stages_record_their_reason_codes_for_bad_audio_files(bad_objects, tmp_path):
-    from tasks.batching import ItemFailed, WorkItem
     from tasks.loudness import LoudnessParams, normalize_item
+    from tasks.pipeline.batching import ItemFailed, WorkItem
     from tasks.quality import QualityParams, quality_item
     from tasks.segment import SegmentParams, plan_file
 

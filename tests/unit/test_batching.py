@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from tasks.batching import (
+from tasks.pipeline.batching import (
     ItemFailed,
     ItemOutcome,
     StageFailed,

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.batching import ItemFailed
 from tasks.crawl import (
     CrawlEntry,
     CrawlItemFailed,
@@ -40,6 +39,7 @@ from tasks.crawl import (
     new_entries,
     safe_name,
 )
+from tasks.pipeline.batching import ItemFailed
 from tests.helpers import MediaServer, media_server, slow_reply, truncated_reply
 
 pytestmark = pytest.mark.skipif(

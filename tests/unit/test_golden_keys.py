@@ -32,12 +32,13 @@ from musika_model.checkpoints import (
 from musika_model.config import AutoencoderConfig
 from musika_model.train_config import TrainConfig
 from tasks import autoencoder, evaluate, training
-from tasks.batching import WorkItem
 from tasks.crawl import METADATA_FILE, CrawlEntry, CrawlParams, plan_download_items
 from tasks.encode import LATENTS_FILE, plan_encode_items
 from tasks.generate import plan_samples
 from tasks.loudness import LoudnessParams, plan_normalize_items
-from tasks.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, resolve_model
+from tasks.pipeline.batching import WorkItem
+from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, resolve_model
+from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.quality import QualityParams, plan_quality_items
 from tasks.render import RenderParams, plan_render_items
 from tasks.reports import report_artifact_key
@@ -49,7 +50,6 @@ from tasks.segment import (
     plan_recording_items,
     plan_segment_items,
 )
-from tasks.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.store import ArtifactStore, DatasetVersion
 from tests.helpers import publish_audio_dataset
 

@@ -20,6 +20,7 @@ import pretty_midi
 import pytest
 
 from tasks import render
+from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.render import (
     FluidSynthUnavailable,
     MidiFileNotFound,
@@ -31,7 +32,6 @@ from tasks.render import (
     SoundfontNotFound,
     render_midi,
 )
-from tasks.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.store import ArtifactStore
 from tests.helpers import run_cli
 

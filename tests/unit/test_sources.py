@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.sources import MIDI_EXTENSIONS, SourceNotFound, resolve_sources
+from tasks.pipeline.sources import MIDI_EXTENSIONS, SourceNotFound, resolve_sources
 
 
 def test_folders_globs_and_files(tmp_path):

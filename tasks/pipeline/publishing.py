@@ -23,7 +23,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 
-from tasks.batching import ItemOutcome
+from tasks.pipeline.batching import ItemOutcome
 from tasks.store import ArtifactStore, DatasetVersion
 
 DATASET_PUBLISHED_EVENT = "musika.dataset.published"
@@ -92,7 +92,7 @@ def summarize_sources(
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """The git commit of the project checkout (with `+dirty` for local changes), else the package version."""
-    project = Path(__file__).resolve().parents[1]
+    project = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()

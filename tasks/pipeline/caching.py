@@ -19,7 +19,7 @@ from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture
 from prefect.tasks import Task
 
-from tasks.batching import ItemOutcome, WorkItem
+from tasks.pipeline.batching import ItemOutcome, WorkItem
 from tasks.store import ArtifactStore, is_object_key
 
 
