@@ -18,23 +18,24 @@ from pathlib import Path
 import numpy as np
 
 from musika_model.audio import read_audio, write_wav
-from tasks import loudness, render
+from tasks.normalize.core import LoudnessParams, normalize_loudness
+from tasks.render.core import DEFAULT_SAMPLE_RATE, default_soundfont, get_synth, render_midi
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 TARGETS = {"render_x_realtime_per_core": 100.0, "normalize_x_realtime_per_core": 200.0}
 
 
 def _render_figures(midi_files: list[Path]) -> tuple[dict[str, float], list[np.ndarray]]:
-    soundfont = render.default_soundfont()
+    soundfont = default_soundfont()
     started = time.process_time()
-    render.get_synth(soundfont)
+    get_synth(soundfont)
     load_seconds = time.process_time() - started
     rendered, cpu_seconds = [], 0.0
     for path in midi_files:
         started = time.process_time()
-        rendered.append(render.render_midi(path, soundfont))
+        rendered.append(render_midi(path, soundfont))
         cpu_seconds += time.process_time() - started
-    audio_seconds = sum(len(audio) for audio in rendered) / render.DEFAULT_SAMPLE_RATE
+    audio_seconds = sum(len(audio) for audio in rendered) / DEFAULT_SAMPLE_RATE
     figures = {
         "render_audio_seconds": round(audio_seconds, 1),
         "render_x_realtime_per_core": round(audio_seconds / cpu_seconds, 1),
@@ -43,13 +44,13 @@ def _render_figures(midi_files: list[Path]) -> tuple[dict[str, float], list[np.n
     return figures, rendered
 
 
-def _normalize_speed(decoded: list[np.ndarray], params: loudness.LoudnessParams) -> float:
+def _normalize_speed(decoded: list[np.ndarray], params: LoudnessParams) -> float:
     cpu_seconds, audio_seconds = 0.0, 0.0
     for audio in decoded:
         started = time.process_time()
-        loudness.normalize_loudness(audio, render.DEFAULT_SAMPLE_RATE, params)
+        normalize_loudness(audio, DEFAULT_SAMPLE_RATE, params)
         cpu_seconds += time.process_time() - started
-        audio_seconds += len(audio) / render.DEFAULT_SAMPLE_RATE
+        audio_seconds += len(audio) / DEFAULT_SAMPLE_RATE
     return round(audio_seconds / cpu_seconds, 1)
 
 
@@ -63,8 +64,8 @@ def run() -> dict[str, float]:
         for index, samples in enumerate(rendered):
             path = write_wav(Path(scratch) / f"{index}.wav", samples, 44100)
             decoded.append(read_audio(path)[0])
-    figures["normalize_x_realtime_per_core"] = _normalize_speed(decoded, loudness.LoudnessParams())
-    loud = loudness.LoudnessParams(target_lufs=-12.0)
+    figures["normalize_x_realtime_per_core"] = _normalize_speed(decoded, LoudnessParams())
+    loud = LoudnessParams(target_lufs=-12.0)
     figures["normalize_with_limiter_x_realtime_per_core"] = _normalize_speed(decoded, loud)
     return figures
 

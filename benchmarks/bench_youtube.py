@@ -95,7 +95,7 @@ def write_compilation(path: Path, seconds: float, subtype: str) -> float:
 
 
 def stage_speed(path: Path, audio_s: float) -> dict[str, float]:
-    from tasks.loudness import ItemRejected, normalize_loudness
+    from tasks.normalize.core import ItemRejected, normalize_loudness
     from tasks.quality import FingerprintIndex, compute_fingerprint, evaluate_quality
     from tasks.segment import SegmentParams, iter_segment_audio, plan_file
 

@@ -21,7 +21,9 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import LoudnessSettings, QualitySettings, RunSettings, SegmentSettings
-from tasks import loudness, quality, segment
+from tasks import quality, segment
+from tasks.normalize import stage as normalize
+from tasks.normalize.core import LoudnessParams
 from tasks.pipeline.batching import (
     ItemOutcome,
     WorkItem,
@@ -49,8 +51,8 @@ def quality_params(settings: QualitySettings) -> quality.QualityParams:
     return quality.QualityParams(**settings.model_dump(exclude={"deduplicate"}))
 
 
-def loudness_params(settings: LoudnessSettings) -> loudness.LoudnessParams:
-    return loudness.LoudnessParams(**settings.model_dump())
+def loudness_params(settings: LoudnessSettings) -> LoudnessParams:
+    return LoudnessParams(**settings.model_dump())
 
 
 def path_params(segment_settings: SegmentSettings, quality_settings: QualitySettings,
@@ -88,7 +90,7 @@ def segment_filter_normalize(
     plan_batches: Iterable[tuple[list[WorkItem], list[ItemOutcome] | None]],
     filters: quality.QualityParams,
     deduplicate: bool,
-    levels: loudness.LoudnessParams,
+    levels: LoudnessParams,
     run: RunSettings,
 ) -> PathOutcomes:
     """Plan, cut, measure, deduplicate and normalize the recordings of `plan_batches`.
@@ -130,10 +132,10 @@ def segment_filter_normalize(
     kept = [segment_items[measured_segment[o.key]] for o in passed if o.item_id not in dropped]
     measurements = {measured_segment[o.key]: o.stats for o in passed}
     segment_outcome = {o.key: o for o in result.segments}
-    normalize_items = loudness.plan_normalize_items(kept, levels)
+    normalize_items = normalize.plan_normalize_items(kept, levels)
     normalized_segment = {item.key: item.inputs[0] for item in normalize_items}
     futures = [
-        submit_batch(loudness.normalize_batch, store, batch, run.retry_failed, store_root=store.root,
+        submit_batch(normalize.normalize_batch, store, batch, run.retry_failed, store_root=store.root,
                      upstream=[segment_outcome[item.inputs[0]] for item in batch])
         for batch in partition(normalize_items, run.batch_size)
     ]
@@ -211,7 +213,7 @@ def build_audio_dataset(
     published = publish_dataset_version(
         store_root=store.root,
         name=name,
-        stage=loudness.STAGE,
+        stage=normalize.STAGE,
         params=path_params(segment_settings, quality_settings, loudness_settings),
         outcomes=outcomes.attempted()["normalize"],
         failures=failures,

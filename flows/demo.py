@@ -18,7 +18,7 @@ from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings, TrainingSettings
 from flows.train import finetune, pretrain
 from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
-from tasks.loudness import NORMALIZED_AUDIO
+from tasks.normalize.stage import NORMALIZED_AUDIO
 from tasks.store import ArtifactStore
 
 DEMO_SOURCES = Path(__file__).resolve().parents[1] / "data" / "demo"

@@ -13,11 +13,14 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import LoudnessSettings, RenderSettings, RunSettings
-from tasks import loudness, render
+from tasks.normalize import stage as normalize
+from tasks.normalize.core import LoudnessParams
 from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.publishing import publish_dataset_version
 from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
+from tasks.render import stage as render
+from tasks.render.core import RenderParams
 from tasks.store import ArtifactStore
 
 DEFAULT_RENDER, DEFAULT_LOUDNESS, DEFAULT_RUN = RenderSettings(), LoudnessSettings(), RunSettings()
@@ -40,12 +43,12 @@ def build_midi_dataset(
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     found = resolve_sources(sources, MIDI_EXTENSIONS)
-    render_params = render.RenderParams(
+    render_params = RenderParams(
         force_piano=render_settings.force_piano,
         velocity_scale=render_settings.velocity_scale,
         tail_seconds=render_settings.tail_seconds,
     )
-    loudness_params = loudness.LoudnessParams(
+    loudness_params = LoudnessParams(
         target_lufs=loudness_settings.target_lufs,
         peak_ceiling_dbfs=loudness_settings.peak_ceiling_dbfs,
         peak_policy=loudness_settings.peak_policy,
@@ -53,7 +56,7 @@ def build_midi_dataset(
     render_items = render.plan_render_items(
         found.files, render_settings.soundfonts, render_settings.transpose, render_params
     )
-    normalize_items = loudness.plan_normalize_items(render_items, loudness_params)
+    normalize_items = normalize.plan_normalize_items(render_items, loudness_params)
     logger.info(
         "%d MIDI files (%d duplicates skipped) -> %d renderings into %s",
         len(found.files), len(found.duplicates), len(render_items), store.root,
@@ -67,7 +70,7 @@ def build_midi_dataset(
             store_root=store.root, max_duration_s=render_settings.max_midi_minutes * 60.0,
         )
         normalized = submit_batch(
-            loudness.normalize_batch, store, [normalize_for[item.key] for item in batch], run.retry_failed,
+            normalize.normalize_batch, store, [normalize_for[item.key] for item in batch], run.retry_failed,
             store_root=store.root, upstream=rendered,
         )
         batches.append((rendered, normalized))
@@ -82,7 +85,7 @@ def build_midi_dataset(
     published = publish_dataset_version(
         store_root=store.root,
         name=name,
-        stage=loudness.STAGE,
+        stage=normalize.STAGE,
         params={"render": render_params.to_dict(), "loudness": loudness_params.to_dict(),
                 "transpose": sorted(set(render_settings.transpose))},
         outcomes=attempted,

@@ -34,7 +34,8 @@ from flows.params import (
     RunSettings,
     SegmentSettings,
 )
-from tasks import crawl, loudness, segment
+from tasks import crawl, segment
+from tasks.normalize import stage as normalize
 from tasks.pipeline.batching import (
     ItemOutcome,
     StageFailed,
@@ -130,7 +131,7 @@ def refresh_youtube_dataset(
     published = publish_dataset_version(
         store_root=store.root,
         name=name,
-        stage=loudness.STAGE,
+        stage=normalize.STAGE,
         params={"crawl": {"max_items": params.max_items, "min_duration_s": params.min_duration_s,
                           "max_duration_s": params.max_duration_s},
                 "download": crawl.download_params(params),

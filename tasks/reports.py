@@ -33,7 +33,7 @@ from musika_model.audio import audio_info, read_audio, read_audio_window
 from tasks import plots
 from tasks.encode import LATENTS_FILE
 from tasks.encode import STAGE as ENCODE_STAGE
-from tasks.loudness import STAGE as NORMALIZE_STAGE
+from tasks.normalize.stage import STAGE as NORMALIZE_STAGE
 from tasks.pipeline.audio_io import single_audio_file
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM
 from tasks.pipeline.publishing import artifact_key

@@ -385,8 +385,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (StoreError, SourceNotFound, StageFai
 
 
 _STAGE_ERRORS: dict[str, tuple[str, ...]] = {
-    "tasks.render": ("RenderError",),
-    "tasks.loudness": ("InvalidLoudnessParams",),
+    "tasks.render.core": ("RenderError",),
+    "tasks.normalize.core": ("InvalidLoudnessParams",),
     "musika_model.official": ("OfficialWeightsError",),
     "tasks.crawl": ("InvalidCrawlParams", "InvalidSource"),
     "tasks.segment": ("InvalidSegmentParams",),

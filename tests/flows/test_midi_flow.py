@@ -21,7 +21,7 @@ from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
 from tasks.pipeline.batching import StageFailed
 from tasks.pipeline.publishing import artifact_key
-from tasks.render import render_midi
+from tasks.render.core import render_midi
 from tasks.store import ArtifactStore
 from tests.helpers import write_piano_midi
 

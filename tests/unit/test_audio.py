@@ -371,7 +371,8 @@ def bad_objects(tmp_path):
 
 
 def test_stages_record_their_reason_codes_for_bad_audio_files(bad_objects, tmp_path):
-    from tasks.loudness import LoudnessParams, normalize_item
+    from tasks.normalize.core import LoudnessParams
+    from tasks.normalize.stage import normalize_item
     from tasks.pipeline.batching import ItemFailed, WorkItem
     from tasks.quality import QualityParams, quality_item
     from tasks.segment import SegmentParams, plan_file

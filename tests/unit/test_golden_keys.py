@@ -35,12 +35,14 @@ from tasks import autoencoder, evaluate, training
 from tasks.crawl import METADATA_FILE, CrawlEntry, CrawlParams, plan_download_items
 from tasks.encode import LATENTS_FILE, plan_encode_items
 from tasks.generate import plan_samples
-from tasks.loudness import LoudnessParams, plan_normalize_items
+from tasks.normalize.core import LoudnessParams
+from tasks.normalize.stage import plan_normalize_items
 from tasks.pipeline.batching import WorkItem
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, resolve_model
 from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.quality import QualityParams, plan_quality_items
-from tasks.render import RenderParams, plan_render_items
+from tasks.render.core import RenderParams
+from tasks.render.stage import plan_render_items
 from tasks.reports import report_artifact_key
 from tasks.segment import (
     PLAN_FILE,

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import firwin, resample_poly
 
-from tasks.loudness import (
+from tasks.normalize.core import (
     InvalidLoudnessParams,
     ItemRejected,
     LoudnessParams,

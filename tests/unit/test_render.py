@@ -19,18 +19,27 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from tasks import render
 from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
-from tasks.render import (
+from tasks.render import stage as render
+from tasks.render.core import (
     FluidSynthUnavailable,
+    InvalidRenderParams,
     MidiFileNotFound,
     MidiHasNoNotes,
     MidiParseError,
     MidiTooLong,
     RenderParams,
     SilentRender,
+    SoundfontLoadError,
     SoundfontNotFound,
+    SoundfontSynth,
+    cache_stats,
+    default_soundfont,
+    get_synth,
+    plan_channels,
     render_midi,
+    render_variants,
+    soundfont_digest,
 )
 from tasks.store import ArtifactStore
 from tests.helpers import run_cli
@@ -216,7 +225,7 @@ def test_drums_without_a_kit_in_the_soundfont_are_silent_not_an_error(
 
 def test_two_soundfonts_give_different_audio(tmp_path: Path, sine_font: Path) -> None:
     midi = write_midi(tmp_path / "a4.mid", instrument([(69, 0.0, 1.0)]))
-    general_midi = render_midi(midi, render.default_soundfont(), RenderParams(tail_seconds=0.0))
+    general_midi = render_midi(midi, default_soundfont(), RenderParams(tail_seconds=0.0))
     sine = render_midi(midi, sine_font, RenderParams(tail_seconds=0.0))
     # The sine font is the sine it was built from; the piano is a different timbre.
     assert dominant_frequency(sine) == pytest.approx(441.0, rel=0.001)
@@ -309,13 +318,13 @@ def test_render_params_are_json_able_and_round_trip() -> None:
     ],
 )
 def test_bad_render_params_are_refused(bad: dict) -> None:
-    with pytest.raises(render.InvalidRenderParams):
+    with pytest.raises(InvalidRenderParams):
         RenderParams(**bad)
 
 
 def test_render_variants_are_every_soundfont_and_transposition(sine_font: Path) -> None:
-    general_midi = render.default_soundfont()
-    variants = list(render.render_variants([general_midi, sine_font], [0, -2, 3]))
+    general_midi = default_soundfont()
+    variants = list(render_variants([general_midi, sine_font], [0, -2, 3]))
     assert [(v.soundfont, v.params.transpose) for v in variants] == [
         (general_midi, 0),
         (general_midi, -2),
@@ -327,12 +336,12 @@ def test_render_variants_are_every_soundfont_and_transposition(sine_font: Path) 
 
 
 def test_soundfont_digest_is_the_sha256_of_the_file(sine_font: Path) -> None:
-    assert render.soundfont_digest(sine_font) == hashlib.sha256(sine_font.read_bytes()).hexdigest()
-    assert render.soundfont_digest(sine_font) != render.soundfont_digest(render.default_soundfont())
+    assert soundfont_digest(sine_font) == hashlib.sha256(sine_font.read_bytes()).hexdigest()
+    assert soundfont_digest(sine_font) != soundfont_digest(default_soundfont())
 
 
 def test_default_soundfont_is_pretty_midis_general_midi_font() -> None:
-    path = render.default_soundfont()
+    path = default_soundfont()
     assert path.name == "TimGM6mb.sf2" and path.stat().st_size > 1_000_000
 
 
@@ -343,11 +352,11 @@ def test_default_soundfont_is_pretty_midis_general_midi_font() -> None:
 def test_up_to_fifteen_melodic_tracks_get_a_channel_each_and_drums_channel_nine() -> None:
     tracks = [instrument([(60, 0, 1)], program=p) for p in (0, 0, 40)]
     tracks.append(instrument([(36, 0, 1)], program=25, is_drum=True))
-    plans = render.plan_channels(tracks, RenderParams())
+    plans = plan_channels(tracks, RenderParams())
     assert [p.channel for p in plans[:3]] == [0, 1, 2]
     assert [p.program for p in plans[:3]] == [0, 0, 40]
     assert (plans[3].channel, plans[3].bank, plans[3].program) == (9, 128, 25)
-    forced = render.plan_channels(tracks, RenderParams(force_piano=True))
+    forced = plan_channels(tracks, RenderParams(force_piano=True))
     assert [p.program for p in forced] == [0, 0, 0, 25]  # drums keep their kit
 
 
@@ -357,7 +366,7 @@ def test_more_tracks_than_channels_share_by_program_then_by_family() -> None:
     tracks.append(instrument([(60, 0, 1)], program=8))  # a program that has a channel
     tracks.append(instrument([(60, 0, 1)], program=3))  # 16th program, piano family
     tracks.append(instrument([(60, 0, 1)], program=121))  # 17th program, family 15: none kept
-    plans = render.plan_channels(tracks, RenderParams())
+    plans = plan_channels(tracks, RenderParams())
     channel_of_program = {p.program: p.channel for p in plans[:15]}
     assert sorted(channel_of_program.values()) == [c for c in range(16) if c != 9]
     assert plans[15].channel == channel_of_program[8]
@@ -420,10 +429,10 @@ def test_too_long_midi_is_refused_before_rendering(tmp_path: Path, sine_font: Pa
     long_midi = write_midi(
         tmp_path / "long.mid", instrument([(60, 0.0, 1.0), (62, 1499.0, 1500.0)])
     )
-    loads_before = render.cache_stats.loads
+    loads_before = cache_stats.loads
     with pytest.raises(MidiTooLong, match=r"1500\.0 s \(25\.0 min\)"):
         render_midi(long_midi, sine_font)
-    assert render.cache_stats.loads == loads_before  # no synth was even created
+    assert cache_stats.loads == loads_before  # no synth was even created
     with pytest.raises(MidiTooLong, match="limit of 60 s"):
         render_midi(
             write_midi(tmp_path / "minute.mid", instrument([(60, 0.0, 90.0)])), max_duration_s=60
@@ -524,7 +533,7 @@ def test_a_file_that_is_not_a_soundfont_is_a_load_error(tmp_path: Path) -> None:
     fake = tmp_path / "fake.sf2"
     fake.write_bytes(b"RIFF\x04\x00\x00\x00sfbk")
     midi = write_midi(tmp_path / "piano.mid", instrument(phrase()))
-    with pytest.raises(render.SoundfontLoadError, match="fake.sf2"):
+    with pytest.raises(SoundfontLoadError, match="fake.sf2"):
         render_midi(midi, fake)
 
 
@@ -534,18 +543,18 @@ def test_a_file_that_is_not_a_soundfont_is_a_load_error(tmp_path: Path) -> None:
 
 def test_soundfont_is_loaded_once_across_many_renders(tmp_path: Path, sine_font: Path) -> None:
     files = [write_midi(tmp_path / f"{i}.mid", instrument([(60 + i, 0.0, 0.5)])) for i in range(4)]
-    loads_before, hits_before = render.cache_stats.loads, render.cache_stats.hits
+    loads_before, hits_before = cache_stats.loads, cache_stats.hits
     for path in files:
         render_midi(path, sine_font)
-    synth = render.get_synth(sine_font)
-    assert render.cache_stats.loads - loads_before == 1
-    assert render.cache_stats.hits - hits_before == 4  # three renders and the lookup above
+    synth = get_synth(sine_font)
+    assert cache_stats.loads - loads_before == 1
+    assert cache_stats.hits - hits_before == 4  # three renders and the lookup above
     assert synth.renders == 4 and synth.soundfont_path == sine_font.resolve()
 
 
 def test_threads_render_concurrently_with_a_synth_each(tmp_path: Path, sine_font: Path) -> None:
     midi = write_midi(tmp_path / "piano.mid", instrument(phrase()))
-    loads_before = render.cache_stats.loads
+    loads_before = cache_stats.loads
     results: dict[int, np.ndarray] = {}
 
     def work(slot: int) -> None:
@@ -556,7 +565,7 @@ def test_threads_render_concurrently_with_a_synth_each(tmp_path: Path, sine_font
         worker.start()
     for worker in workers:
         worker.join()
-    assert render.cache_stats.loads - loads_before == 2  # one synth per thread
+    assert cache_stats.loads - loads_before == 2  # one synth per thread
     assert_same_render(results[0], results[1])
     assert_same_render(results[0], render_midi(midi, sine_font))
 
@@ -566,7 +575,7 @@ def test_a_reused_synth_leaves_no_trace_of_the_previous_file(tmp_path: Path) -> 
     loud.control_changes.append(pretty_midi.ControlChange(64, 127, 0.0))
     loud.pitch_bends.append(pretty_midi.PitchBend(4000, 0.5))
     quiet = write_midi(tmp_path / "quiet.mid", instrument([(72, 0.0, 0.5)], velocity=40))
-    fresh = render.SoundfontSynth(render.default_soundfont())
+    fresh = SoundfontSynth(default_soundfont())
     try:
         expected = fresh.render(pretty_midi.PrettyMIDI(str(quiet)), RenderParams())
     finally:
