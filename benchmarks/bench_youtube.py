@@ -96,8 +96,8 @@ def write_compilation(path: Path, seconds: float, subtype: str) -> float:
 
 def stage_speed(path: Path, audio_s: float) -> dict[str, float]:
     from tasks.normalize.core import ItemRejected, normalize_loudness
-    from tasks.quality import FingerprintIndex, compute_fingerprint, evaluate_quality
-    from tasks.segment import SegmentParams, iter_segment_audio, plan_file
+    from tasks.quality.core import FingerprintIndex, compute_fingerprint, evaluate_quality
+    from tasks.segment.core import SegmentParams, iter_segment_audio, plan_file
 
     timings = {"segment": 0.0, "filter": 0.0, "normalize": 0.0}
     index = FingerprintIndex()

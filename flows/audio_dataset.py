@@ -21,7 +21,6 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import LoudnessSettings, QualitySettings, RunSettings, SegmentSettings
-from tasks import quality, segment
 from tasks.normalize import stage as normalize
 from tasks.normalize.core import LoudnessParams
 from tasks.pipeline.batching import (
@@ -34,6 +33,10 @@ from tasks.pipeline.batching import (
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
 from tasks.pipeline.sources import resolve_sources
+from tasks.quality import stage as quality
+from tasks.quality.core import QualityParams
+from tasks.segment import stage as segment
+from tasks.segment.core import SegmentParams
 from tasks.store import ArtifactStore
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg"})
@@ -43,12 +46,12 @@ _PROVENANCE = ("parent_id", "index", "start_s", "end_s", "chapter", "method", "t
 _MEASUREMENTS = ("silence_ratio", "clipping_ratio", "bandwidth_hz", "loudness_range_lu")
 
 
-def segment_params(settings: SegmentSettings) -> segment.SegmentParams:
-    return segment.SegmentParams(**settings.model_dump())
+def segment_params(settings: SegmentSettings) -> SegmentParams:
+    return SegmentParams(**settings.model_dump())
 
 
-def quality_params(settings: QualitySettings) -> quality.QualityParams:
-    return quality.QualityParams(**settings.model_dump(exclude={"deduplicate"}))
+def quality_params(settings: QualitySettings) -> QualityParams:
+    return QualityParams(**settings.model_dump(exclude={"deduplicate"}))
 
 
 def loudness_params(settings: LoudnessSettings) -> LoudnessParams:
@@ -88,7 +91,7 @@ class PathOutcomes:
 def segment_filter_normalize(
     store: ArtifactStore,
     plan_batches: Iterable[tuple[list[WorkItem], list[ItemOutcome] | None]],
-    filters: quality.QualityParams,
+    filters: QualityParams,
     deduplicate: bool,
     levels: LoudnessParams,
     run: RunSettings,

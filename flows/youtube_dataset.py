@@ -34,7 +34,8 @@ from flows.params import (
     RunSettings,
     SegmentSettings,
 )
-from tasks import crawl, segment
+from tasks.download import stage as download
+from tasks.download.core import CrawlParams, expand_sources
 from tasks.normalize import stage as normalize
 from tasks.pipeline.batching import (
     ItemOutcome,
@@ -46,6 +47,7 @@ from tasks.pipeline.batching import (
 )
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
+from tasks.segment import stage as segment
 from tasks.store import ArtifactStore, DatasetNotFoundError
 
 DEFAULT_CRAWL, DEFAULT_SEGMENT, DEFAULT_QUALITY = CrawlSettings(), SegmentSettings(), QualitySettings()
@@ -53,8 +55,8 @@ DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessSettings(), RunSettings()
 _DURATION_REASONS = ("too_short", "too_long")
 
 
-def crawl_params(settings: CrawlSettings) -> crawl.CrawlParams:
-    return crawl.CrawlParams(**settings.model_dump())
+def crawl_params(settings: CrawlSettings) -> CrawlParams:
+    return CrawlParams(**settings.model_dump())
 
 
 def _previous_lineage(store: ArtifactStore, name: str) -> list:
@@ -85,25 +87,25 @@ def refresh_youtube_dataset(
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     params = crawl_params(crawl_settings)
-    crawl.validate_crawl_setup(params)
-    wanted = crawl.expand_sources(sources)
+    download.validate_crawl_setup(params)
+    wanted = expand_sources(sources)
     cut_params = segment_params(segment_settings)
     filters = quality_params(quality_settings)
     levels = loudness_params(loudness_settings)
-    remembered = crawl.remembered_entries(_previous_lineage(store, name), wanted)
+    remembered = download.remembered_entries(_previous_lineage(store, name), wanted)
 
-    listings = crawl.list_sources(wanted, params)
-    entries = crawl.merge_entries(wanted, listings, remembered)
+    listings = download.list_sources(wanted, params)
+    entries = download.merge_entries(wanted, listings, remembered)
     origin = {entry.item_id: source for source, listed in entries.items() for entry in listed}
     listing_failures = [listing.failure for listing in listings if listing.failure is not None]
     if not origin:
         reasons = "; ".join(f"{o.item_id}: {o.reason}" for o in listing_failures) or "they list no videos"
         raise StageFailed(f"crawl: no video found in {len(wanted)} sources ({reasons})")
 
-    download_items, out_of_bounds = crawl.plan_download_items(
+    download_items, out_of_bounds = download.plan_download_items(
         [entry for listed in entries.values() for entry in listed], params)
     plan_items = segment.plan_recording_items(
-        [(item.item_id, item.key, {"metadata": crawl.METADATA_FILE, "source": origin[item.item_id]})
+        [(item.item_id, item.key, {"metadata": download.METADATA_FILE, "source": origin[item.item_id]})
          for item in download_items],
         cut_params,
     )
@@ -115,9 +117,9 @@ def refresh_youtube_dataset(
 
     def downloaded_batches() -> Iterator[tuple[list[WorkItem], list[ItemOutcome]]]:
         for batch in partition(download_items, run.batch_size):
-            fetched = submit_batch(crawl.download_batch, store, batch, run.retry_failed, store_root=store.root,
+            fetched = submit_batch(download.download_batch, store, batch, run.retry_failed, store_root=store.root,
                                    params=params)
-            outcomes = crawl.apply_duration_bounds(batch_outcomes(fetched), params)
+            outcomes = download.apply_duration_bounds(batch_outcomes(fetched), params)
             downloads.extend(outcomes)
             yield [plan_for[item.key] for item in batch], outcomes
 
@@ -134,11 +136,11 @@ def refresh_youtube_dataset(
         stage=normalize.STAGE,
         params={"crawl": {"max_items": params.max_items, "min_duration_s": params.min_duration_s,
                           "max_duration_s": params.max_duration_s},
-                "download": crawl.download_params(params),
+                "download": download.download_params(params),
                 **path_params(segment_settings, quality_settings, loudness_settings)},
         outcomes=outcomes.attempted()["normalize"],
         failures=failures,
-        lineage={"sources": crawl.lineage_entries(entries, remembered)},
+        lineage={"sources": download.lineage_entries(entries, remembered)},
         sources=summarize_sources([o for o in outcomes.normalized if o.ok], failures,
                                   by_parent(lambda parent: origin.get(parent, parent))),
     )

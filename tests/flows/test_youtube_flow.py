@@ -30,17 +30,17 @@ from flows.params import (
     SegmentSettings,
 )
 from flows.youtube_dataset import refresh_youtube_dataset
-from tasks import segment
-from tasks.crawl import (
+from tasks.download.core import CrawlParams
+from tasks.download.stage import (
     DOWNLOAD_STAGE,
     DOWNLOAD_STAGE_VERSION,
     METADATA_FILE,
-    CrawlParams,
     download_params,
     video_digest,
 )
 from tasks.pipeline.batching import StageFailed
 from tasks.pipeline.publishing import artifact_key
+from tasks.segment import stage as segment
 from tasks.store import ArtifactStore, object_key
 from tests.helpers import (
     audio_bytes,

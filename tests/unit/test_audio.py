@@ -374,8 +374,9 @@ def test_stages_record_their_reason_codes_for_bad_audio_files(bad_objects, tmp_p
     from tasks.normalize.core import LoudnessParams
     from tasks.normalize.stage import normalize_item
     from tasks.pipeline.batching import ItemFailed, WorkItem
-    from tasks.quality import QualityParams, quality_item
-    from tasks.segment import SegmentParams, plan_file
+    from tasks.quality.core import QualityParams
+    from tasks.quality.stage import quality_item
+    from tasks.segment.core import SegmentParams, plan_file
 
     store, keys = bad_objects
     stages = {

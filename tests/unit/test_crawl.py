@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.crawl import (
+from tasks.download.core import (
     CrawlEntry,
     CrawlItemFailed,
     CrawlParams,

@@ -32,7 +32,8 @@ from musika_model.checkpoints import (
 from musika_model.config import AutoencoderConfig
 from musika_model.train_config import TrainConfig
 from tasks import autoencoder, evaluate, training
-from tasks.crawl import METADATA_FILE, CrawlEntry, CrawlParams, plan_download_items
+from tasks.download.core import CrawlEntry, CrawlParams
+from tasks.download.stage import METADATA_FILE, plan_download_items
 from tasks.encode import LATENTS_FILE, plan_encode_items
 from tasks.generate import plan_samples
 from tasks.normalize.core import LoudnessParams
@@ -40,15 +41,16 @@ from tasks.normalize.stage import plan_normalize_items
 from tasks.pipeline.batching import WorkItem
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, resolve_model
 from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
-from tasks.quality import QualityParams, plan_quality_items
+from tasks.quality.core import QualityParams
+from tasks.quality.stage import plan_quality_items
 from tasks.render.core import RenderParams
 from tasks.render.stage import plan_render_items
 from tasks.reports import report_artifact_key
-from tasks.segment import (
+from tasks.segment.core import SegmentParams
+from tasks.segment.stage import (
     PLAN_FILE,
     PLAN_STAGE,
     PLAN_STAGE_VERSION,
-    SegmentParams,
     plan_recording_items,
     plan_segment_items,
 )

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, sosfiltfilt
 
-from tasks.quality import (
+from tasks.quality.core import (
     DuplicateItem,
     Fingerprint,
     FingerprintIndex,
@@ -28,7 +28,7 @@ from tasks.quality import (
     loudness_range,
     silence_ratio,
 )
-from tasks.segment import SegmentParams, iter_segment_audio, plan_file
+from tasks.segment.core import SegmentParams, iter_segment_audio, plan_file
 from tests.unit.test_segment import compilation, piano_piece
 
 SR = 44100

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.segment import (
+from tasks.segment.core import (
     GAN_WINDOW_S,
     Chapter,
     InvalidSegmentParams,
