@@ -492,7 +492,7 @@ def run_learning(settings: LearningSettings = LearningSettings()) -> dict[str, A
     from flows.params import RunSettings
     from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
     from musika_model.training_data import LatentSource
-    from tasks.encode import LATENTS_FILE
+    from tasks.encode.stage import LATENTS_FILE
     from tasks.pipeline.models import load_autoencoder, resolve_model
     from tasks.reports import write_report
     from tasks.store import ArtifactStore, object_key

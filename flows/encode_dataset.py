@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import RunSettings
-from tasks import encode
+from tasks.encode import stage as encode
 from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.models import resolve_model

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.params import RunSettings
-from tasks import generate as generation
+from tasks.generate import stage as generation
 from tasks.pipeline.batching import check_failure_bound, count_statuses
 from tasks.pipeline.models import resolve_model
 from tasks.pipeline.publishing import publish_dataset_version

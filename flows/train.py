@@ -1,6 +1,6 @@
 """Flows: pretrain a Musika GAN on latents datasets, fine-tune a stored model on new ones.
 
-Only wiring lives here; planning, the resumable run and publishing are in `tasks/training.py`.
+Only wiring lives here; planning, the resumable run and publishing are in `tasks/train/gan.py`.
 Asking for the same training again trains nothing (the finished checkpoint is in the store); a
 run that was killed continues from its last checkpoint. The deployments run these on the `gpu`
 pool and hold the `gpu` global concurrency limit while training (`TrainingSettings.concurrency_limit`).
@@ -17,10 +17,10 @@ from prefect.concurrency.sync import concurrency
 
 from flows.params import RunSettings, TrainingSettings
 from musika_model.devices import select_device
-from tasks import training
 from tasks.pipeline.models import StoredModel, resolve_model
 from tasks.pipeline.publishing import code_version
 from tasks.store import ArtifactStore
+from tasks.train import gan as training
 
 if TYPE_CHECKING:
     from musika_model.config import GanConfig

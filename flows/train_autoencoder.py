@@ -1,7 +1,7 @@
 """Flow: a normalized dataset version -> a model version holding a trained Musika autoencoder.
 
 The path for users without the official Musika weights. Only wiring lives here: planning,
-training and publishing the object are in `tasks/autoencoder.py`. The model version follows
+training and publishing the object are in `tasks/train/autoencoder.py`. The model version follows
 `tasks/pipeline/models.py` (one `autoencoder` item), so `musika-piano encode --autoencoder <name>` and
 the GAN trainer take it like an imported official checkpoint. A second run with the same
 dataset and settings trains nothing and returns the existing version.
@@ -13,11 +13,11 @@ from prefect import flow, get_run_logger
 
 from flows.params import AutoencoderTrainingSettings, RunSettings
 from musika_model.config import AutoencoderConfig
-from tasks import autoencoder
 from tasks.pipeline.batching import ItemOutcome
 from tasks.pipeline.models import AUTOENCODER_ITEM
 from tasks.pipeline.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
+from tasks.train import autoencoder
 
 DEFAULT_SETTINGS, DEFAULT_RUN = AutoencoderTrainingSettings(), RunSettings()
 

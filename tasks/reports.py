@@ -31,8 +31,8 @@ from prefect.artifacts import create_link_artifact
 
 from musika_model.audio import audio_info, read_audio, read_audio_window
 from tasks import plots
-from tasks.encode import LATENTS_FILE
-from tasks.encode import STAGE as ENCODE_STAGE
+from tasks.encode.stage import LATENTS_FILE
+from tasks.encode.stage import STAGE as ENCODE_STAGE
 from tasks.normalize.stage import STAGE as NORMALIZE_STAGE
 from tasks.pipeline.audio_io import single_audio_file
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM

@@ -199,7 +199,7 @@ def media_server() -> Iterator[MediaServer]:
 
 def write_official_tiny_model(folder: Path, base_channels: int = 16, seed: int = 0, gan: bool = True) -> Path:
     """An official-layout folder with a randomly initialised tiny autoencoder and (with `gan`) a
-    small GAN of `base_channels`: importable with `tasks.checkpoints.import_official_checkpoint`."""
+    small GAN of `base_channels`: importable with `tasks.checkpoint_import.stage.import_official_checkpoint`."""
     import keras
 
     from musika_model.config import AutoencoderConfig, GanConfig

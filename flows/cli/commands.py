@@ -341,7 +341,7 @@ def cmd_store_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_import_musika(args: argparse.Namespace) -> int:
-    from tasks.checkpoints import import_official_checkpoint
+    from tasks.checkpoint_import.stage import import_official_checkpoint
 
     version = import_official_checkpoint(_store(args), Path(args.folder), args.name)
     payload = {**version.to_dict(), "ref": version.ref}
@@ -392,9 +392,9 @@ _STAGE_ERRORS: dict[str, tuple[str, ...]] = {
     "tasks.segment.core": ("InvalidSegmentParams",),
     "tasks.quality.core": ("InvalidQualityParams",),
     "tasks.pipeline.models": ("NotAModelError",),
-    "tasks.training": ("TrainingInputError",),
-    "tasks.autoencoder": ("AutoencoderStageError", "AutoencoderDivergedError"),
-    "tasks.generate": ("InvalidGenerateRequest",),
+    "tasks.train.gan": ("TrainingInputError",),
+    "tasks.train.autoencoder": ("AutoencoderStageError", "AutoencoderDivergedError"),
+    "tasks.generate.stage": ("InvalidGenerateRequest",),
     "musika_model.checkpoints": ("CheckpointError",),
     "musika_model.train_config": ("TrainConfigError",),
     "musika_model.training": ("TrainingDiverged",),

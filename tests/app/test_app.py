@@ -14,7 +14,7 @@ import soundfile as sf
 
 from flows.app.ui import launch_app, open_catalog
 from flows.cli import app as cli_app
-from tasks.checkpoints import import_official_checkpoint
+from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.store import ArtifactStore
 from tests.helpers import write_official_tiny_model
 

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tasks.checkpoints import import_official_checkpoint
+from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.store import ArtifactStore
 from tests.helpers import write_official_tiny_model, write_piano_midi
 

@@ -18,8 +18,8 @@ from musika_model.codec import FRAME_OVERLAP, SAMPLES_PER_LATENT
 from musika_model.config import AutoencoderConfig
 from musika_model.networks import build_autoencoder
 from musika_model.official import save_autoencoder_weights
-from tasks.checkpoints import import_official_checkpoint
-from tasks.encode import LATENTS_FILE
+from tasks.checkpoint_import.stage import import_official_checkpoint
+from tasks.encode.stage import LATENTS_FILE
 from tasks.pipeline.audio_io import single_audio_file
 from tasks.pipeline.models import NotAModelError
 from tasks.store import ArtifactStore

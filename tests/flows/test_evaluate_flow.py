@@ -20,7 +20,7 @@ from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
 from musika_model.checkpoints import CheckpointMismatchError
 from musika_model.official import AE_FILE_NAMES
-from tasks.checkpoints import import_official_checkpoint
+from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.evaluate import (
     EMBEDDING_FILE,
     METRICS_FILE,

@@ -16,7 +16,10 @@ from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
 from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
 from musika_model.codec import CONFIG_FILE
-from tasks.autoencoder import (
+from tasks.encode.stage import LATENTS_FILE
+from tasks.pipeline.models import AUTOENCODER_ITEM, resolve_model
+from tasks.store import ArtifactStore, DatasetNotFoundError
+from tasks.train.autoencoder import (
     HISTORY_FILE,
     MODEL_FORMAT,
     STAGE,
@@ -24,9 +27,6 @@ from tasks.autoencoder import (
     AutoencoderStageError,
     CollapsedAutoencoderError,
 )
-from tasks.encode import LATENTS_FILE
-from tasks.pipeline.models import AUTOENCODER_ITEM, resolve_model
-from tasks.store import ArtifactStore, DatasetNotFoundError
 from tests.helpers import publish_audio_dataset, publish_latents_dataset, write_piano_midi
 
 TINY = AutoencoderTrainingSettings(preset="tiny")

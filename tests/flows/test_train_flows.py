@@ -22,12 +22,12 @@ from flows.train import finetune, pretrain
 from musika_model.checkpoints import latest_checkpoint, read_checkpoint_info
 from musika_model.devices import gpu_visible
 from musika_model.training_data import LatentWidthError, SourceTooShortError
-from tasks import training
-from tasks.checkpoints import import_official_checkpoint
-from tasks.generate import SAMPLE_FILE, InvalidGenerateRequest
+from tasks.checkpoint_import.stage import import_official_checkpoint
+from tasks.generate.stage import SAMPLE_FILE, InvalidGenerateRequest
 from tasks.pipeline.models import resolve_model
 from tasks.pipeline.publishing import code_version
 from tasks.store import ArtifactStore
+from tasks.train import gan as training
 from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi
 
 TINY = TrainingSettings(preset="tiny", publish_every=1)

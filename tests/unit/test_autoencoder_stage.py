@@ -6,9 +6,14 @@ import pytest
 
 from musika_model.ae_training import AeTrainingConfig, AeTrainingError
 from musika_model.config import AutoencoderConfig
-from tasks import autoencoder
-from tasks.autoencoder import AutoencoderStageError, TrainingItem, plan_training, select_evenly
 from tasks.store import ArtifactStore, object_key
+from tasks.train import autoencoder
+from tasks.train.autoencoder import (
+    AutoencoderStageError,
+    TrainingItem,
+    plan_training,
+    select_evenly,
+)
 from tests.helpers import publish_audio_dataset, publish_latents_dataset
 
 TINY = AutoencoderConfig.tiny()

@@ -31,11 +31,11 @@ from musika_model.checkpoints import (
 )
 from musika_model.config import AutoencoderConfig
 from musika_model.train_config import TrainConfig
-from tasks import autoencoder, evaluate, training
+from tasks import evaluate
 from tasks.download.core import CrawlEntry, CrawlParams
 from tasks.download.stage import METADATA_FILE, plan_download_items
-from tasks.encode import LATENTS_FILE, plan_encode_items
-from tasks.generate import plan_samples
+from tasks.encode.stage import LATENTS_FILE, plan_encode_items
+from tasks.generate.stage import plan_samples
 from tasks.normalize.core import LoudnessParams
 from tasks.normalize.stage import plan_normalize_items
 from tasks.pipeline.batching import WorkItem
@@ -55,6 +55,8 @@ from tasks.segment.stage import (
     plan_segment_items,
 )
 from tasks.store import ArtifactStore, DatasetVersion
+from tasks.train import autoencoder
+from tasks.train import gan as training
 from tests.helpers import publish_audio_dataset
 
 GOLDEN_KEYS: dict[str, str] = {

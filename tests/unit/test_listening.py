@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from flows.app import listening
-from tasks.checkpoints import import_official_checkpoint
+from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.spectrograms import mel_spectrogram_db, mel_spectrogram_png
 from tasks.store import ArtifactStore
 from tests.helpers import write_official_tiny_model

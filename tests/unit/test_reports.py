@@ -378,7 +378,7 @@ def test_model_report_of_a_real_training_run_has_loss_curves_and_samples(trained
 
 
 def test_imported_official_model_shows_its_network_summary(tmp_path):
-    from tasks.checkpoints import import_official_checkpoint
+    from tasks.checkpoint_import.stage import import_official_checkpoint
     from tests.helpers import write_official_tiny_model
 
     store = ArtifactStore(tmp_path / "store")

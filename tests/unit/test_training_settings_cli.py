@@ -14,7 +14,7 @@ from musika_model import devices
 from musika_model.config import GanConfig
 from musika_model.devices import DeviceUnavailableError, gpu_visible, select_device
 from musika_model.train_config import TrainConfig, preset
-from tasks import training
+from tasks.train import gan as training
 from tests.helpers import run_cli
 
 without_gpu = pytest.mark.skipif(gpu_visible(), reason="the refusals need a machine without a GPU")

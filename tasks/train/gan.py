@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.encode import LATENTS_FILE
-from tasks.encode import STAGE as ENCODE_STAGE
+from tasks.encode.stage import LATENTS_FILE
+from tasks.encode.stage import STAGE as ENCODE_STAGE
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, load_autoencoder
 from tasks.pipeline.publishing import artifact_key
 from tasks.reports import report_or_warn
