@@ -12,7 +12,7 @@ Phases, each through the project's real stages, timed:
 5. GAN: `musika_model.training.Trainer` for `gan_steps` steps as 4 epochs. At steps 0, 1/4, 1/2
    and the end, the EMA generator and the generator being trained each make `samples_per_seed`
    clips for each of two seeds (`musika_model.generation.generate`, decoded by the autoencoder),
-   measured with `tasks.metrics` against the reference: `reference_clips` random crops of the
+   measured with `tasks.evaluate.metrics` against the reference: `reference_clips` random crops of the
    normalized training audio, as long as the samples.
 
 Two rows of real audio put the distances in scale: as many other crops as a sample set (what
@@ -265,8 +265,8 @@ class MeasuredSet:
 
 
 def measure_set(clips: Sequence[np.ndarray]) -> MeasuredSet:
-    """`tasks.metrics` measures of every clip, summarized, and the embedding statistics."""
-    from tasks.metrics import embedding_frames, embedding_stats, measure_clip, summarize
+    """`tasks.evaluate.metrics` measures of every clip, summarized, and the embedding statistics."""
+    from tasks.evaluate.metrics import embedding_frames, embedding_stats, measure_clip, summarize
 
     summary = summarize([measure_clip(clip) for clip in clips])
     mean, cov = embedding_stats([embedding_frames(clip) for clip in clips])
@@ -275,7 +275,7 @@ def measure_set(clips: Sequence[np.ndarray]) -> MeasuredSet:
 
 def compared(measured: MeasuredSet, reference: MeasuredSet, **label: Any) -> dict[str, Any]:
     """A table row: the label fields, the Fréchet distance to the reference, the set measures."""
-    from tasks.metrics import frechet_distance
+    from tasks.evaluate.metrics import frechet_distance
 
     distance = frechet_distance(measured.mean, measured.cov, reference.mean, reference.cov)
     return {**label, "frechet_distance": distance, **measured.summary}
@@ -402,7 +402,7 @@ def train_and_measure(
 
 def fd_curve_png(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]], steps: int) -> bytes:
     """FD against step, one line per generator and seed, and the real-data rows as flat lines."""
-    from tasks.plots import line_chart_png
+    from tasks.reports.plots import line_chart_png
 
     series: dict[str, tuple[list[int], list[float]]] = {}
     for row in rows:
@@ -494,7 +494,7 @@ def run_learning(settings: LearningSettings = LearningSettings()) -> dict[str, A
     from musika_model.training_data import LatentSource
     from tasks.encode.stage import LATENTS_FILE
     from tasks.pipeline.models import load_autoencoder, resolve_model
-    from tasks.reports import write_report
+    from tasks.reports.report import write_report
     from tasks.store import ArtifactStore, object_key
 
     timings: dict[str, float] = {}

@@ -1,6 +1,6 @@
 """Flow: checkpoints measured next to their reference data, published as an evaluation version.
 
-Only wiring lives here (`tasks/evaluate.py` holds the stage, `tasks/metrics.py` the measures).
+Only wiring lives here (`tasks/evaluate/stage.py` holds the stage, `tasks/evaluate/metrics.py` the measures).
 Every subject's store object key is computed before anything runs, every bad input (a ref
 that is no model, a base_channels that differs from a checkpoint, an empty reference) is
 refused before anything is computed, and an unchanged re-run finds every object in the store.
@@ -22,11 +22,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, Field
 
 from flows.params import RunSettings
-from tasks import evaluate as stage
-from tasks.metrics import METRICS
+from tasks.evaluate import stage
+from tasks.evaluate.metrics import METRICS
 from tasks.pipeline.models import resolve_model
 from tasks.pipeline.publishing import artifact_key, code_version
-from tasks.reports import report_or_warn
+from tasks.reports.report import report_or_warn
 from tasks.store import ArtifactStore
 
 DEFAULT_RUN = RunSettings()

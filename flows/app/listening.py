@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from musika_model.audio import write_pcm16_wav
 from tasks.pipeline import models
-from tasks.spectrograms import mel_spectrogram_png
+from tasks.reports.spectrograms import mel_spectrogram_png
 from tasks.store import ArtifactStore, DatasetVersion
 
 if TYPE_CHECKING:

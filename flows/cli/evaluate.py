@@ -95,4 +95,4 @@ def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 USER_ERRORS: tuple[type[Exception], ...] = (NotAModelError, CheckpointMismatchError, StageFailed)
 """Errors that mean "fix your input": one line, exit code 2 (StageFailed covers
-`tasks.evaluate.NoUsableReference`: a reference without readable items)."""
+`tasks.evaluate.stage.NoUsableReference`: a reference without readable items)."""

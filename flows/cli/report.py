@@ -27,7 +27,7 @@ def _checked_output(path: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tasks.reports import copy_report, write_report
+    from tasks.reports.report import copy_report, write_report
 
     output = _checked_output(args.output) if args.output else None
     store = ArtifactStore.open(args.store)

@@ -3,7 +3,7 @@
 `summarize_outcomes` is pure; `publish_dataset_version` is the thin task that writes the
 version into the store, attaches a keyed table artifact (statistics and the version's
 location) to the flow run, emits `musika.dataset.published` for deployment triggers, and writes
-the version's HTML report (`tasks.reports`) with a `report-<name>` link artifact.
+the version's HTML report (`tasks.reports.report`) with a `report-<name>` link artifact.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def publish_dataset_version(
 
     `sources`, when given, is a per-source breakdown (`summarize_sources`) kept in the stats.
     """
-    from tasks.reports import report_or_warn  # reports use this module's artifact keys
+    from tasks.reports.report import report_or_warn  # reports use this module's artifact keys
 
     logger = get_run_logger()
     store = ArtifactStore(store_root)

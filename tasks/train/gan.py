@@ -34,7 +34,7 @@ from tasks.encode.stage import LATENTS_FILE
 from tasks.encode.stage import STAGE as ENCODE_STAGE
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, load_autoencoder
 from tasks.pipeline.publishing import artifact_key
-from tasks.reports import report_or_warn
+from tasks.reports.report import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 
 if TYPE_CHECKING:

@@ -21,14 +21,14 @@ from flows.params import RunSettings
 from musika_model.checkpoints import CheckpointMismatchError
 from musika_model.official import AE_FILE_NAMES
 from tasks.checkpoint_import.stage import import_official_checkpoint
-from tasks.evaluate import (
+from tasks.evaluate.metrics import CLIP_METRICS, METRICS, measure_clip
+from tasks.evaluate.stage import (
     EMBEDDING_FILE,
     METRICS_FILE,
     NoUsableReference,
     load_crops,
     measure_reference,
 )
-from tasks.metrics import CLIP_METRICS, METRICS, measure_clip
 from tasks.pipeline.models import NotAModelError
 from tasks.store import ArtifactStore, DatasetItem
 from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi

@@ -21,7 +21,7 @@ from prefect.client.schemas.filters import (
 
 from flows.midi_dataset import build_midi_dataset
 from flows.params import RunSettings
-from tasks.reports import publish_report, report_artifact_key
+from tasks.reports.report import publish_report, report_artifact_key
 from tasks.store import ArtifactStore
 
 

@@ -31,10 +31,10 @@ from musika_model.checkpoints import (
 )
 from musika_model.config import AutoencoderConfig
 from musika_model.train_config import TrainConfig
-from tasks import evaluate
 from tasks.download.core import CrawlEntry, CrawlParams
 from tasks.download.stage import METADATA_FILE, plan_download_items
 from tasks.encode.stage import LATENTS_FILE, plan_encode_items
+from tasks.evaluate import stage as evaluate
 from tasks.generate.stage import plan_samples
 from tasks.normalize.core import LoudnessParams
 from tasks.normalize.stage import plan_normalize_items
@@ -45,7 +45,7 @@ from tasks.quality.core import QualityParams
 from tasks.quality.stage import plan_quality_items
 from tasks.render.core import RenderParams
 from tasks.render.stage import plan_render_items
-from tasks.reports import report_artifact_key
+from tasks.reports.report import report_artifact_key
 from tasks.segment.core import SegmentParams
 from tasks.segment.stage import (
     PLAN_FILE,

@@ -1,4 +1,4 @@
-"""The generation app's logic (flows/app/listening.py, tasks/spectrograms.py) on a real tiny model."""
+"""The generation app's logic (flows/app/listening.py, tasks/reports/spectrograms.py) on a real tiny model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import soundfile as sf
 
 from flows.app import listening
 from tasks.checkpoint_import.stage import import_official_checkpoint
-from tasks.spectrograms import mel_spectrogram_db, mel_spectrogram_png
+from tasks.reports.spectrograms import mel_spectrogram_db, mel_spectrogram_png
 from tasks.store import ArtifactStore
 from tests.helpers import write_official_tiny_model
 

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from scipy.signal import square
 
-from tasks.evaluate import flag_lines, set_flags
-from tasks.metrics import (
+from tasks.evaluate.metrics import (
     CLIP_METRICS,
     FLAG_BEEP,
     FLAG_NON_FINITE,
@@ -24,6 +23,7 @@ from tasks.metrics import (
     measure_clip,
     summarize,
 )
+from tasks.evaluate.stage import flag_lines, set_flags
 from tests.helpers import piano_like
 
 SR = 44100

@@ -18,8 +18,8 @@ import pytest
 import soundfile
 from PIL import Image
 
-from tasks import plots
-from tasks.reports import MAX_CLIPS_PER_SUBJECT, build_report, write_report
+from tasks.reports import plots
+from tasks.reports.report import MAX_CLIPS_PER_SUBJECT, build_report, write_report
 from tasks.store import ArtifactStore
 from tests.helpers import run_cli
 

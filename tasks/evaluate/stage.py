@@ -1,4 +1,4 @@
-"""Evaluate stage: checkpoints and their reference data measured the same way (`tasks.metrics`).
+"""Evaluate stage: checkpoints and their reference data measured the same way (`tasks.evaluate.metrics`).
 
 Subjects and their store objects (each holds `metrics.json`, and `embedding_stats.npz` with
 the Gaussian fit of its clips' embedding frames when it has clips):
@@ -39,7 +39,7 @@ from musika_model.audio import (
     resample,
     write_pcm16_wav,
 )
-from tasks.metrics import (
+from tasks.evaluate.metrics import (
     METRICS,
     SAMPLE_RATE,
     count_flags,

@@ -30,13 +30,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact
 
 from musika_model.audio import audio_info, read_audio, read_audio_window
-from tasks import plots
 from tasks.encode.stage import LATENTS_FILE
 from tasks.encode.stage import STAGE as ENCODE_STAGE
 from tasks.normalize.stage import STAGE as NORMALIZE_STAGE
 from tasks.pipeline.audio_io import single_audio_file
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM
 from tasks.pipeline.publishing import artifact_key
+from tasks.reports import plots
 from tasks.store import ArtifactStore, DatasetVersion
 from tasks.store.layout import object_rel, report_rel
 
@@ -251,10 +251,10 @@ def evenly_spaced(count: int, limit: int) -> list[int]:
 
 
 def onset_densities(store: ArtifactStore, version: DatasetVersion) -> list[float]:
-    """Onset density (tasks.metrics) in the first ONSET_SECONDS of up to MAX_AUDIO_ANALYSED items
+    """Onset density (tasks.evaluate.metrics) in the first ONSET_SECONDS of up to MAX_AUDIO_ANALYSED items
     spread over the version: a bounded cost (~1 s) however large the version is."""
-    from tasks.metrics import onset_density
-    from tasks.spectrograms import mono_mix
+    from tasks.evaluate.metrics import onset_density
+    from tasks.reports.spectrograms import mono_mix
 
     densities = []
     for index in evenly_spaced(len(version.items), MAX_AUDIO_ANALYSED):
@@ -410,7 +410,7 @@ def listening_gallery(
     folder: Path, key: str, files: Sequence[str], label: str, links: Links
 ) -> str:
     """Per audio file of an object (paths relative to `folder`): its mel image and a player."""
-    from tasks.spectrograms import mel_spectrogram_png
+    from tasks.reports.spectrograms import mel_spectrogram_png
 
     clips = []
     for rel in files:
