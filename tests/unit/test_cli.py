@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
-from flows.cli.commands import main
+from flows.cli.commands import _STAGE_ERRORS, main
 from tasks.store import ArtifactStore
 
 
@@ -108,3 +109,12 @@ def test_model_info_reports_the_official_parameter_counts(capsys):
     assert networks["generator"]["parameters"] == 4_325_578
     assert networks["critic"]["parameters"] == 5_248_769
     assert networks["decoder1"]["parameters"] == 12_673_291
+
+
+def test_stage_errors_name_the_modules_that_define_them() -> None:
+    """`_STAGE_ERRORS` is keyed by module path strings: a moved module must move its key too, or its
+    input errors would print as tracebacks."""
+    for module_name, names in _STAGE_ERRORS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            assert getattr(module, name).__module__ == module_name, (module_name, name)
