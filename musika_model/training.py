@@ -107,6 +107,8 @@ class TrainingProgress:
     losses: dict[str, float]
     events: tuple[TrainingEvent, ...]
     seconds_per_step: float | None = None
+    epoch_seconds: float | None = None
+    """For "epoch": the finished epoch's wall-clock seconds (steps and samples)."""
     checkpoint: Path | None = None
     collapse: str | None = None
 
@@ -494,6 +496,7 @@ class Trainer:
                 self.state.epoch + 1, skipped, 2 * config.iterations_per_epoch,
             )
         latents, audio, verdict = self._epoch_samples()
+        epoch_seconds = time.perf_counter() - epoch_started
         self.state.epoch += 1
         self.state.history.append(
             {
@@ -501,13 +504,13 @@ class Trainer:
                 "step": self.state.step,
                 "lr": lr,
                 **means,
-                "seconds": time.perf_counter() - epoch_started,
+                "seconds": epoch_seconds,
                 "collapse": verdict,
                 "skipped_updates": skipped,
             }
         )
         self._scalars("epoch", {**means, "lr": lr})
-        self._report("epoch", means, lr=lr, collapse=verdict)
+        self._report("epoch", means, lr=lr, collapse=verdict, epoch_seconds=epoch_seconds)
         return latents, audio
 
     def _flush(self, pending: list[dict], started: float) -> tuple[np.ndarray, int]:

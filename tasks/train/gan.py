@@ -515,7 +515,8 @@ class TrainingReporter:
         self.logger.info("epoch %d/%d done: %s, samples %s", progress.epoch, progress.total_epochs,
                          {k: round(v, 4) for k, v in progress.losses.items()}, progress.collapse or "-")
         self._history.append({"epoch": progress.epoch, "step": progress.step, "lr": progress.lr,
-                              **progress.losses, "collapse": progress.collapse})
+                              **progress.losses, "seconds": progress.epoch_seconds,
+                              "collapse": progress.collapse})
         create_table_artifact(
             key=artifact_key(self.plan.name, "training"),
             table=epoch_table(self._history, progress.events),
