@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import keras
 from keras import ops
 
 GOLDEN = 0x9E3779B9
@@ -47,7 +48,7 @@ def _mix(x):
 def _seed_words(seed: Any):
     """The two uint32 words of a seed pair (wider integers are taken modulo 2^32)."""
     seed = ops.convert_to_tensor(seed)
-    if "64" in str(seed.dtype):
+    if keras.backend.standardize_dtype(seed.dtype) in ("int64", "uint64"):
         seed = ops.mod(seed, ops.convert_to_tensor(UINT32_RANGE, seed.dtype))
     seed = ops.cast(seed, "uint32")
     return seed[0], seed[1]
