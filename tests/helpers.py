@@ -71,6 +71,17 @@ def piano_like(seconds: float, seed: int, sample_rate: int = 44100, gain: float 
     return (np.stack([mono, np.roll(mono, 7)], axis=1) * np.float32(gain)).astype(np.float32)
 
 
+def two_partials(seconds: float, rate: int = 44100, seed: int = 0) -> np.ndarray:
+    """Two decaying partials per channel plus a little noise: (n, 2) float32."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    envelope = np.exp(-3 * (t % 0.5))
+    left = 0.3 * np.sin(2 * np.pi * 262 * t) + 0.1 * np.sin(2 * np.pi * 523 * t)
+    right = 0.3 * np.sin(2 * np.pi * 330 * t) + 0.1 * np.sin(2 * np.pi * 659 * t)
+    stereo = np.stack([left, right], axis=1) * envelope[:, None]
+    return (stereo + 0.01 * rng.standard_normal(stereo.shape)).astype(np.float32)
+
+
 def compilation(pieces: list[np.ndarray], sample_rate: int = 44100, gap_s: float = 2.0) -> np.ndarray:
     """Pieces separated (and led and followed) by digital silence."""
     gap = np.zeros((int(gap_s * sample_rate), pieces[0].shape[1]), dtype=np.float32)

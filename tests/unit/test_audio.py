@@ -21,23 +21,13 @@ import soundfile as sf
 
 from musika_model import audio
 from tasks.pipeline.audio_io import audio_stats, single_audio_file
+from tests.helpers import two_partials
 
 SR = 44100
 
 
-def _music(seconds: float, rate: int = SR, seed: int = 0) -> np.ndarray:
-    """Two decaying partials per channel plus a little noise: (n, 2) float32."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    envelope = np.exp(-3 * (t % 0.5))
-    left = 0.3 * np.sin(2 * np.pi * 262 * t) + 0.1 * np.sin(2 * np.pi * 523 * t)
-    right = 0.3 * np.sin(2 * np.pi * 330 * t) + 0.1 * np.sin(2 * np.pi * 659 * t)
-    stereo = np.stack([left, right], axis=1) * envelope[:, None]
-    return (stereo + 0.01 * rng.standard_normal(stereo.shape)).astype(np.float32)
-
-
 def _with_nan(tmp_path: Path, frame: int = 30_000, value: float = np.nan) -> tuple[Path, np.ndarray]:
-    data = _music(1.0)
+    data = two_partials(1.0)
     data[frame, 1] = value
     path = tmp_path / "nan.wav"
     sf.write(path, data, SR, subtype="FLOAT")
@@ -59,7 +49,7 @@ def test_every_audio_error_is_a_value_error_of_one_family():
 
 
 def test_wav_round_trip_is_float32_stereo(tmp_path):
-    data = _music(1.0)
+    data = two_partials(1.0)
     path = audio.write_wav(tmp_path / "sub" / "a.wav", data, SR)
     assert sf.info(path).subtype == "FLOAT" and sf.info(path).channels == 2
     back, rate = audio.read_audio(path)
@@ -70,7 +60,7 @@ def test_wav_round_trip_is_float32_stereo(tmp_path):
 
 
 def test_reading_a_mono_file_gives_stereo_at_its_own_rate(tmp_path):
-    mono = _music(1.0, rate=22050)[:, 0]
+    mono = two_partials(1.0, rate=22050)[:, 0]
     sf.write(tmp_path / "mono.flac", mono, 22050, subtype="PCM_16")
     data, rate = audio.read_audio(tmp_path / "mono.flac")
     assert rate == 22050 and data.shape == (mono.size, 2)
@@ -79,7 +69,7 @@ def test_reading_a_mono_file_gives_stereo_at_its_own_rate(tmp_path):
 
 
 def test_load_audio_resamples_and_duplicates_mono(tmp_path):
-    mono = _music(2.0, rate=22050)[:, 0]
+    mono = two_partials(2.0, rate=22050)[:, 0]
     path = tmp_path / "mono.flac"
     sf.write(path, mono, 22050)
     loaded = audio.load_audio(path)
@@ -102,7 +92,7 @@ def test_int16_pcm_is_scaled_to_unit_range(tmp_path):
 
 def test_streaming_blocks_equal_whole_file_for_resampled_ogg(tmp_path):
     path = tmp_path / "clip.ogg"
-    sf.write(path, _music(3.0, rate=48000), 48000, format="OGG", subtype="VORBIS")
+    sf.write(path, two_partials(3.0, rate=48000), 48000, format="OGG", subtype="VORBIS")
     blocks = list(audio.iter_audio_blocks(path, block_frames=10_000))
     assert len(blocks) > 10
     assert max(len(block) for block in blocks) <= 10_000
@@ -112,7 +102,7 @@ def test_streaming_blocks_equal_whole_file_for_resampled_ogg(tmp_path):
 
 
 def test_blocks_at_the_file_rate_and_windows(tmp_path):
-    data = _music(1.0, rate=48000)
+    data = two_partials(1.0, rate=48000)
     path = tmp_path / "clip.wav"
     sf.write(path, data, 48000, subtype="FLOAT")
     blocks = list(audio.iter_audio_blocks(path, None, block_frames=10_000))
@@ -128,7 +118,7 @@ def test_blocks_at_the_file_rate_and_windows(tmp_path):
 
 def test_audio_info_reads_the_header(tmp_path):
     path = tmp_path / "clip.flac"
-    sf.write(path, _music(0.5, rate=22050)[:, 0], 22050, subtype="PCM_16")
+    sf.write(path, two_partials(0.5, rate=22050)[:, 0], 22050, subtype="PCM_16")
     info = audio.audio_info(path)
     assert (info.sample_rate, info.channels, info.frames) == (22050, 1, 11025)
     assert (info.format, info.subtype, info.duration) == ("FLAC", "PCM_16", 0.5)
@@ -193,7 +183,7 @@ def test_bad_arrays(array, error, message):
 
 def test_resample_refuses_a_bad_rate():
     with pytest.raises(audio.SampleRateError, match="positive"):
-        audio.resample(_music(0.1), 0)
+        audio.resample(two_partials(0.1), 0)
 
 
 # ------------------------------------------------------------------ the NaN rule
@@ -218,7 +208,7 @@ def test_reading_non_finite_samples_names_the_file_and_first_frame(tmp_path, val
 
 @pytest.mark.parametrize("write", [audio.write_wav, audio.write_pcm16_flac, audio.write_pcm16_wav])
 def test_writers_refuse_non_finite_samples_and_create_no_file(tmp_path, write):
-    data = _music(0.5)
+    data = two_partials(0.5)
     data[1234, 0] = np.nan
     target = tmp_path / "out" / "refused.wav"
     with pytest.raises(audio.NonFiniteAudioError, match=r"refused\.wav: .*at frame 1234"):
@@ -234,12 +224,12 @@ def test_writers_check_layout_and_rate(tmp_path):
     with pytest.raises(audio.ChannelLayoutError):
         audio.write_pcm16_wav(tmp_path / "six.wav", np.zeros((10, 6), np.float32), SR)
     with pytest.raises(audio.SampleRateError):
-        audio.write_wav(tmp_path / "rate.wav", _music(0.1), 0)
+        audio.write_wav(tmp_path / "rate.wav", two_partials(0.1), 0)
     assert not any(tmp_path.iterdir())
 
 
 def test_pcm16_writers(tmp_path):
-    grid = (np.round(_music(0.5) * 32768) / 32768).astype(np.float32)
+    grid = (np.round(two_partials(0.5) * 32768) / 32768).astype(np.float32)
     flac = audio.write_pcm16_flac(tmp_path / "a.flac", grid, SR)
     assert sf.info(flac).subtype == "PCM_16"
     np.testing.assert_array_equal(sf.read(flac, dtype="float32")[0], grid)  # exact on the int16 grid
@@ -250,7 +240,7 @@ def test_pcm16_writers(tmp_path):
 
 
 def test_copy_to_flac_keeps_16_bit_samples_and_refuses_nan(tmp_path):
-    samples = (_music(1.0) * 20000).astype(np.int16)
+    samples = (two_partials(1.0) * 20000).astype(np.int16)
     sf.write(tmp_path / "in.wav", samples, SR, subtype="PCM_16")
     out = audio.copy_to_flac(tmp_path / "in.wav", tmp_path / "out.flac", block_frames=1000)
     assert sf.info(out).subtype == "PCM_16"
@@ -277,7 +267,7 @@ def test_paths_that_name_no_file_are_os_errors_with_their_errno(tmp_path):
                 read(path)
             assert caught.value.errno == code and not isinstance(caught.value, audio.AudioError)
     with pytest.raises(OSError) as caught:
-        audio.write_wav(tmp_path / "file" / "a.wav", _music(0.1), SR)
+        audio.write_wav(tmp_path / "file" / "a.wav", two_partials(0.1), SR)
     assert caught.value.errno in (errno.EEXIST, errno.ENOTDIR)
 
 
@@ -301,7 +291,7 @@ def test_a_full_disk_is_enospc_not_bad_audio(write):
     """/dev/full fails every write with ENOSPC, for root too. soundfile given the path says
     "System error.", "problem with initialization of the flac decoder" or AssertionError."""
     with pytest.raises(OSError) as caught:
-        write("/dev/full", _music(0.5), SR)
+        write("/dev/full", two_partials(0.5), SR)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == "/dev/full"
     assert isinstance(caught.value.__cause__, OSError)  # the write that failed, kept as the cause
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)  # a device is never "cleaned up"
@@ -315,7 +305,7 @@ def test_a_write_cut_short_by_the_os_leaves_no_partial_file(tmp_path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
     try:
         with pytest.raises(OSError) as caught:
-            audio.write_wav(target, _music(1.0), SR)  # 353 kB
+            audio.write_wav(target, two_partials(1.0), SR)  # 353 kB
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
@@ -355,7 +345,7 @@ def bad_objects(tmp_path):
     from tasks.store import ArtifactStore
 
     store = ArtifactStore(str(tmp_path / "store"))
-    nan = _music(40.0)
+    nan = two_partials(40.0)
     nan[30_000, 1] = np.nan
     files = {"nan": (nan, 2), "empty": (np.zeros((0, 2), np.float32), 2),
              "six": (np.zeros((SR, 6), np.float32), 6)}

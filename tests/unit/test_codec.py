@@ -16,19 +16,9 @@ from musika_model.codec import (
 from musika_model.config import AutoencoderConfig
 from musika_model.frontend import latents_for_samples, samples_for_latents
 from musika_model.layers import noise_layers
+from tests.helpers import two_partials
 
 SR = 44100
-
-
-def _music(seconds: float, rate: int = SR, seed: int = 0) -> np.ndarray:
-    """Two decaying partials per channel plus a little noise: (n, 2) float32."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    envelope = np.exp(-3 * (t % 0.5))
-    left = 0.3 * np.sin(2 * np.pi * 262 * t) + 0.1 * np.sin(2 * np.pi * 523 * t)
-    right = 0.3 * np.sin(2 * np.pi * 330 * t) + 0.1 * np.sin(2 * np.pi * 659 * t)
-    stereo = np.stack([left, right], axis=1) * envelope[:, None]
-    return (stereo + 0.01 * rng.standard_normal(stereo.shape)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def autoencoder() -> Autoencoder:
 
 @pytest.mark.parametrize("seconds", [0.01, 0.5, 1.0, 3.3])
 def test_encode_decode_shapes_lengths_and_padding(autoencoder, seconds):
-    data = _music(seconds)
+    data = two_partials(seconds)
     result = autoencoder.encode(data)
     count = latents_for_samples(len(data))
     assert result.latents.shape == (count, 128)
@@ -59,7 +49,7 @@ def test_encode_decode_shapes_lengths_and_padding(autoencoder, seconds):
 
 
 def test_audio_shorter_than_one_chunk_is_padded_not_dropped(autoencoder):
-    tiny = _music(0.01)  # 441 samples: less than one STFT frame
+    tiny = two_partials(0.01)  # 441 samples: less than one STFT frame
     result = autoencoder.encode(tiny)
     assert result.num_latents == 1
     assert result.padded and result.padded_samples == 4096 + 768 - 441
@@ -68,7 +58,7 @@ def test_audio_shorter_than_one_chunk_is_padded_not_dropped(autoencoder):
 
 
 def test_latents_are_local_so_a_prefix_encodes_to_a_prefix(autoencoder):
-    data = _music(4.0)
+    data = two_partials(4.0)
     whole = autoencoder.encode(data).latents
     prefix = autoencoder.encode(data[: samples_for_latents(13)]).latents
     assert prefix.shape == (13, 128)
@@ -76,7 +66,7 @@ def test_latents_are_local_so_a_prefix_encodes_to_a_prefix(autoencoder):
 
 
 def test_mono_input_is_duplicated_to_both_halves(autoencoder):
-    mono = _music(1.5)[:, 0]
+    mono = two_partials(1.5)[:, 0]
     latents = autoencoder.encode(mono).latents
     np.testing.assert_array_equal(latents[:, :64], latents[:, 64:])
     stereo = autoencoder.encode(np.stack([mono, mono], axis=1)).latents
@@ -84,7 +74,7 @@ def test_mono_input_is_duplicated_to_both_halves(autoencoder):
 
 
 def test_integer_pcm_encodes_like_its_float_equivalent(autoencoder):
-    pcm = (_music(1.0) * 32767).astype(np.int16)
+    pcm = (two_partials(1.0) * 32767).astype(np.int16)
     from_int = autoencoder.encode(pcm).latents
     from_float = autoencoder.encode(pcm.astype(np.float32) / 32768).latents
     np.testing.assert_allclose(from_int, from_float, atol=1e-6)
@@ -92,7 +82,7 @@ def test_integer_pcm_encodes_like_its_float_equivalent(autoencoder):
 
 @pytest.mark.parametrize("rate", [16000, 22050, 48000])
 def test_other_sample_rates_are_resampled_first(autoencoder, rate):
-    data = _music(2.0, rate=rate)
+    data = two_partials(2.0, rate=rate)
     result = autoencoder.encode(data, sample_rate=rate)
     assert result.source_sample_rate == rate
     assert abs(result.num_samples - 2 * SR) <= 1
@@ -102,7 +92,7 @@ def test_other_sample_rates_are_resampled_first(autoencoder, rate):
 
 def test_streaming_file_encode_equals_in_memory_encode(autoencoder, tmp_path):
     path = tmp_path / "long.flac"
-    sf.write(path, _music(12.0, rate=48000), 48000)
+    sf.write(path, two_partials(12.0, rate=48000), 48000)
     in_memory = autoencoder.encode(audio.load_audio(path), piece_latents=40)
     streamed = autoencoder.encode_file(path, piece_latents=40, block_frames=30_000)
     assert streamed.source_sample_rate == 48000
@@ -115,14 +105,14 @@ def test_streaming_file_encode_equals_in_memory_encode(autoencoder, tmp_path):
 
 
 def test_piecewise_decode_equals_whole_decode(autoencoder):
-    latents = autoencoder.encode(_music(6.0)).latents
+    latents = autoencoder.encode(two_partials(6.0)).latents
     whole = autoencoder.decode(latents, piece_latents=1024)
     pieces = autoencoder.decode(latents, piece_latents=16)
     np.testing.assert_allclose(pieces, whole, atol=1e-5)
 
 
 def test_decode_noise_is_seeded(autoencoder):
-    latents = autoencoder.encode(_music(1.0)).latents
+    latents = autoencoder.encode(two_partials(1.0)).latents
     scales = [layer.noise_weight for model in (autoencoder.decoder1, autoencoder.decoder2)
               for layer in noise_layers(model)]
     assert scales
@@ -145,7 +135,7 @@ def test_bad_audio_and_latents_raise_specific_errors(autoencoder):
     with pytest.raises(audio.NonFiniteAudioError):
         autoencoder.encode(np.full(5000, np.nan, np.float32))
     with pytest.raises(audio.SampleRateError, match="positive"):
-        autoencoder.encode(_music(0.2), sample_rate=0)
+        autoencoder.encode(two_partials(0.2), sample_rate=0)
     with pytest.raises(LatentShapeError, match=r"\(T, 128\)"):
         autoencoder.decode(np.zeros((10, 64), np.float32))
     with pytest.raises(LatentShapeError, match="T >= 1"):
@@ -176,7 +166,7 @@ def test_encode_file_errors(autoencoder, tmp_path):
 
 
 def test_save_and_load_round_trip(autoencoder, tmp_path):
-    data = _music(1.0)
+    data = two_partials(1.0)
     folder = autoencoder.save(tmp_path / "ae")
     loaded = Autoencoder.load(folder)
     assert loaded.config == autoencoder.config
@@ -206,7 +196,7 @@ def test_official_layout_export_and_import_round_trip(autoencoder, tmp_path):
     assert sorted(path.name for path in written) == ["dec.h5", "dec2.h5", "enc.h5", "enc2.h5"]
     imported = Autoencoder.from_official(tmp_path / "official")
     assert imported.config == autoencoder.config
-    data = _music(1.0)
+    data = two_partials(1.0)
     np.testing.assert_array_equal(imported.encode(data).latents, autoencoder.encode(data).latents)
 
 
@@ -217,7 +207,7 @@ def test_encode_file_memory_is_bounded_by_block_and_piece_not_file_length(autoen
     seconds = 40.0
     with sf.SoundFile(path, "w", SR, 2, subtype="PCM_16") as handle:
         for index in range(int(seconds)):
-            handle.write(_music(1.0, seed=index))
+            handle.write(two_partials(1.0, seed=index))
     whole_file_bytes = int(seconds * SR) * 2 * 4
     autoencoder.encode_file(path, piece_latents=16, block_frames=8192)  # warm-up: tracing
     tracemalloc.start()
