@@ -99,18 +99,15 @@ def pipeline_windows_per_second(from_files: bool, window: int = 256) -> float:
 
 def step_throughput(policy: str, jit_compile: bool, base_channels: int = 128, batch_size: int = 8) -> tuple[float, float]:
     """(seconds of the first step: tracing and compiling included, median seconds per step after it)."""
-    import keras
     import tensorflow as tf
 
     from musika_model.config import GanConfig
     from musika_model.gan_step import create_gan_training
     from musika_model.networks import build_gan
+    from musika_model.train_config import using_dtype_policy
 
-    keras.config.set_dtype_policy(policy)
-    try:
+    with using_dtype_policy(policy):
         networks = build_gan(GanConfig(base_channels=base_channels))
-    finally:
-        keras.config.set_dtype_policy("float32")
     training = create_gan_training(networks, policy=policy, seed=0, jit_compile=jit_compile)
     real = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch_size, 256, 128)), tf.float32)
     seconds = []

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from musika_model import gan_step, networks
 from musika_model.config import GanConfig
+from musika_model.train_config import using_dtype_policy
 
 TINY_GAN = GanConfig(base_channels=16)
 
@@ -203,13 +204,10 @@ def test_small_gan_step_runs():
 
 @pytest.mark.slow
 def test_mixed_precision_step_runs_with_float32_weights_and_outputs():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with using_dtype_policy("mixed_float16"):
         nets = networks.build_gan(GanConfig(base_channels=8))
-        training = gan_step.create_gan_training(nets, policy="mixed_float16", seed=2)
-        losses = training.step(tf.random.normal((2, 256, 128)))
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    training = gan_step.create_gan_training(nets, policy="mixed_float16", seed=2)
+    losses = training.step(tf.random.normal((2, 256, 128)))
     assert all(np.isfinite(float(value)) for value in losses.values())
     assert all(
         keras.backend.standardize_dtype(w.dtype) == "float32" for w in nets.generator.weights
@@ -258,11 +256,8 @@ def test_the_xla_step_computes_what_the_graph_step_computes():
 
 @pytest.mark.slow
 def test_the_xla_step_compiles_for_small_windows_a_batch_of_one_and_mixed_float16():
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
+    with using_dtype_policy("mixed_float16"):
         nets = networks.build_gan(GanConfig(base_channels=8, small=True))
-    finally:
-        keras.config.set_dtype_policy("float32")
     training = gan_step.create_gan_training(nets, policy="mixed_float16", seed=3, jit_compile=True)
     losses = {key: float(value) for key, value in training.step(tf.random.normal((1, 128, 128))).items()}
     assert all(np.isfinite(value) for value in losses.values())
