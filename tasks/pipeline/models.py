@@ -103,11 +103,17 @@ def resolve_model(store: ArtifactStore, ref: str) -> StoredModel:
 
 
 def list_models(store: ArtifactStore) -> list[StoredModel]:
-    """Every version of every model in the store, newest version of each name first."""
+    """Every version of every model in the store, newest version of each name first.
+
+    A version whose file is unreadable (its summary has a `problem`) is left out: the others
+    stay listed, and `musika-piano store verify` reports that one.
+    """
     models = []
-    for summary in store.list_datasets():
-        for entry in sorted(store.list_versions(summary.name), key=lambda v: -v.version):
-            version = store.read_version(summary.name, entry.version)
+    for name in store.dataset_names():
+        for entry in sorted(store.list_versions(name), key=lambda v: -v.version):
+            if entry.problem is not None:
+                continue
+            version = store.read_version(name, entry.version)
             if any(item.item_id in MODEL_ITEMS for item in version.items):
                 models.append(model_of(store, version))
     return models

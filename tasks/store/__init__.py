@@ -13,12 +13,7 @@ Typical use by a stage::
                           lineage={"sources": [...]}, stats={...}, failures=[...])
 """
 
-from tasks.store.artifact_store import (
-    ENV_STORE_ROOT,
-    ArtifactStore,
-    StagingObject,
-    default_store_root,
-)
+from tasks.store.artifact_store import ArtifactStore
 from tasks.store.canonical import (
     canonical_json,
     file_digest,
@@ -29,8 +24,11 @@ from tasks.store.canonical import (
     validate_tag,
 )
 from tasks.store.errors import (
+    REPAIR_COMMAND,
     CanonicalJSONError,
     CorruptManifestError,
+    CorruptObjectError,
+    CorruptVersionError,
     DatasetNotFoundError,
     DestinationNotEmptyError,
     DuplicateItemError,
@@ -59,20 +57,25 @@ from tasks.store.models import (
     Lineage,
     LineageNode,
     ObjectManifest,
+    Repair,
     ValueChange,
     VerifyProblem,
     VerifyReport,
     VersionSummary,
 )
+from tasks.store.objects import ENV_STORE_ROOT, StagingObject, default_store_root
 
 __all__ = [
     "ENV_STORE_ROOT",
     "EXPORT_MANIFEST_NAME",
     "MANIFEST_NAME",
     "MARKER_NAME",
+    "REPAIR_COMMAND",
     "ArtifactStore",
     "CanonicalJSONError",
     "CorruptManifestError",
+    "CorruptObjectError",
+    "CorruptVersionError",
     "DatasetDiff",
     "DatasetItem",
     "DatasetNotFoundError",
@@ -93,6 +96,7 @@ __all__ = [
     "MissingObjectsError",
     "ObjectManifest",
     "ObjectNotFoundError",
+    "Repair",
     "ReservedFileNameError",
     "StagingObject",
     "StoreError",

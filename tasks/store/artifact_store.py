@@ -1,32 +1,19 @@
-"""The artifact store: immutable content-addressed objects and named, numbered dataset versions.
-
-An object exists once its ``COMPLETE`` marker does; a directory without it is a leftover of a
-killed run, ignored and later replaced. Layout: see ``tasks.store.layout``.
+"""The artifact store: the objects of ``tasks.store.objects`` plus named, numbered dataset
+versions that list them, their tags, reports and listings, and whole-store maintenance (verify
+and repair, gc, export, diff). Layout: see ``tasks.store.layout``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import shutil
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fsspec.core import url_to_fs
-from fsspec.implementations.local import LocalFileSystem
-
-from tasks.store.backends import FsspecBackend, LocalBackend, write_file_durably
 from tasks.store.canonical import (
     canonical_json,
     canonical_value,
-    hash_local_file,
-    is_object_key,
-    object_key,
     parse_ref,
     sha256_hex,
     validate_dataset_name,
@@ -36,33 +23,26 @@ from tasks.store.canonical import (
 )
 from tasks.store.errors import (
     CorruptManifestError,
+    CorruptVersionError,
     DatasetNotFoundError,
     DuplicateItemError,
     InvalidLineageError,
     MissingObjectsError,
-    ObjectNotFoundError,
-    ReservedFileNameError,
     StoreError,
     TagNotFoundError,
     VersionNotFoundError,
 )
 from tasks.store.layout import (
     DATASETS_DIR,
-    MANIFEST_NAME,
-    MARKER_NAME,
-    OBJECTS_DIR,
-    RESERVED_NAMES,
-    failure_rel,
     json_bytes,
     load_json,
-    object_rel,
     report_rel,
     tags_rel,
     utc_now,
     version_rel,
     versions_rel,
 )
-from tasks.store.maintenance import collect_garbage, diff_versions, export_version, verify_store
+from tasks.store.maintenance import collect_garbage, diff_versions, export_version
 from tasks.store.models import (
     DatasetDiff,
     DatasetItem,
@@ -70,238 +50,21 @@ from tasks.store.models import (
     DatasetSummary,
     DatasetVersion,
     Failure,
-    FileEntry,
     GcReport,
     Lineage,
     LineageNode,
-    ObjectManifest,
     VerifyReport,
     VersionSummary,
 )
-
-ENV_STORE_ROOT = "MUSIKA_PIANO_DATA"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "musika-piano" / "store"
+from tasks.store.objects import ObjectStore
+from tasks.store.quarantine import quarantined_versions
+from tasks.store.verify import verify_store
 
 _MAX_VERSION_ATTEMPTS = 1000
 
 
-def default_store_root() -> str:
-    """``$MUSIKA_PIANO_DATA`` if set, else ``<project root>/data/store``."""
-    configured = os.environ.get(ENV_STORE_ROOT)
-    if configured:
-        return configured
-    return str(PROJECT_ROOT / "data" / "store")
-
-
-@dataclass
-class StagingObject:
-    """The object being written inside ``publish_object``.
-
-    Write files into ``dir`` (a local directory), put small JSON statistics into ``stats`` and
-    provenance into ``extra``. After the ``with`` block, ``manifest`` is the published object's
-    manifest and ``reused`` says another publisher of the same key got there first (theirs is
-    kept, ours discarded).
-    """
-
-    key: str
-    dir: Path
-    stage: str
-    item: str | None
-    stats: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    manifest: ObjectManifest | None = None
-    reused: bool = False
-
-
-class ArtifactStore:
+class ArtifactStore(ObjectStore):
     """Objects and dataset versions under one root (local path, ``file://`` or any fsspec URL)."""
-
-    def __init__(
-        self, root: str | os.PathLike[str] | None = None, *, cache_dir: Path | None = None
-    ) -> None:
-        root = default_store_root() if root is None else root
-        if isinstance(root, os.PathLike) or "://" not in root:
-            self._backend: LocalBackend | FsspecBackend = LocalBackend(
-                Path(root).expanduser().resolve()
-            )
-        else:
-            fs, base = url_to_fs(root)
-            if isinstance(fs, LocalFileSystem):
-                self._backend = LocalBackend(Path(base).resolve())
-            else:
-                self._backend = FsspecBackend(fs, base)
-        self.root = self._backend.uri("")
-        self._cache_dir = cache_dir or DEFAULT_CACHE_DIR
-
-    @classmethod
-    def open(cls, root: str | os.PathLike[str] | None = None) -> ArtifactStore:
-        """The store at ``root``, or at ``default_store_root()`` when None."""
-        return cls(root)
-
-    def __repr__(self) -> str:
-        return f"ArtifactStore({self.root!r})"
-
-    @property
-    def is_local(self) -> bool:
-        return self._backend.is_local
-
-    @property
-    def backend(self) -> LocalBackend | FsspecBackend:
-        return self._backend
-
-    # ------------------------------------------------------------------ objects
-
-    def has(self, key: str) -> bool:
-        """True when the object is complete (its marker exists)."""
-        return self._backend.exists(f"{object_rel(validate_object_key(key))}/{MARKER_NAME}")
-
-    def manifest(self, key: str) -> ObjectManifest:
-        if not self.has(key):
-            raise ObjectNotFoundError(f"no complete object {key} in store {self.root}")
-        rel = f"{object_rel(key)}/{MANIFEST_NAME}"
-        try:
-            raw = self._backend.read_bytes(rel)
-        except FileNotFoundError:
-            raise CorruptManifestError(
-                f"object {key} in {self.root} has a completion marker but no {MANIFEST_NAME}"
-            ) from None
-        return ObjectManifest.from_dict(
-            load_json(raw, self._backend.uri(rel)), self._backend.uri(rel)
-        )
-
-    def object_uri(self, key: str) -> str:
-        return self._backend.uri(object_rel(validate_object_key(key)))
-
-    def object_keys(self) -> list[str]:
-        """Keys of every complete object."""
-        return [key for key in self.iter_object_dirs() if self.has(key)]
-
-    def iter_object_dirs(self) -> Iterator[str]:
-        """Keys of every object directory, complete or not."""
-        for prefix in self._backend.list_names(OBJECTS_DIR):
-            for name in self._backend.list_names(f"{OBJECTS_DIR}/{prefix}"):
-                if is_object_key(name) and name[:2] == prefix:
-                    yield name
-
-    def local_path(self, key: str) -> Path:
-        """A local directory holding the object's files.
-
-        For a local root that is the object directory itself (read it, never write into it).
-        For a remote root the object is downloaded once into the cache directory.
-        """
-        if self._backend.is_local:
-            if not self.has(key):
-                raise ObjectNotFoundError(f"no complete object {key} in store {self.root}")
-            return self._backend.path(object_rel(key))
-        namespace = hashlib.sha256(self.root.encode()).hexdigest()[:16]
-        cached = self._cache_dir / namespace / key
-        if (cached / MARKER_NAME).exists():
-            return cached
-        if not self.has(key):
-            raise ObjectNotFoundError(f"no complete object {key} in store {self.root}")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.parent / f".partial-{key}-{uuid.uuid4().hex}"
-        try:
-            self._backend.fetch_tree(object_rel(key), partial)
-            os.rename(partial, cached)
-        except OSError:
-            if not (cached / MARKER_NAME).exists():
-                raise
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-        return cached
-
-    def delete_object(self, key: str) -> bool:
-        """Remove an object (marker first, so it turns invisible at once). False if absent."""
-        rel = object_rel(validate_object_key(key))
-        if not self._backend.exists(rel):
-            return False
-        self._backend.remove_file(f"{rel}/{MARKER_NAME}")
-        self._backend.remove_tree(rel)
-        return True
-
-    # ------------------------------------------------------------------ failure records
-
-    def record_failure(self, key: str, *, stage: str, item: str | None, reason: str, message: str) -> None:
-        """Remember that producing `key` failed for a reason its inputs decide (corrupt, empty).
-
-        The key hashes every input and parameter, so the same key would fail the same way;
-        a re-run reports the recorded failure instead of trying again (unless told to retry).
-        """
-        document = {"key": validate_object_key(key), "stage": stage, "item": item, "reason": reason,
-                    "message": message, "recorded_at": utc_now()}
-        self._backend.write_atomic(failure_rel(key), json_bytes(document))
-
-    def recorded_failure(self, key: str) -> dict[str, Any] | None:
-        """The failure recorded for `key`, or None."""
-        rel = failure_rel(validate_object_key(key))
-        try:
-            raw = self._backend.read_bytes(rel)
-        except FileNotFoundError:
-            return None
-        return load_json(raw, self._backend.uri(rel))
-
-    def clear_failure(self, key: str) -> bool:
-        """Forget a recorded failure so the next run tries again. False if none was recorded."""
-        rel = failure_rel(validate_object_key(key))
-        if not self._backend.exists(rel):
-            return False
-        self._backend.remove_file(rel)
-        return True
-
-    @contextmanager
-    def publish_object(
-        self,
-        stage: str,
-        stage_version: int,
-        params: Mapping[str, Any],
-        inputs: Sequence[str],
-        *,
-        item: str | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> Iterator[StagingObject]:
-        """Write an object atomically: all of it becomes visible on clean exit, nothing on error.
-
-        If another publisher committed the same key first, ours is discarded and theirs kept
-        (``staging.reused``); the files are never mixed.
-        """
-        key = object_key(stage, stage_version, params, inputs)
-        clean_params = canonical_value(params, "params")
-        if item is not None and not isinstance(item, str):
-            raise TypeError(
-                f"item of an object of stage {stage!r} must be a string id, got {item!r}"
-            )
-        staging = StagingObject(
-            key=key,
-            dir=self._backend.new_staging_dir(f"obj-{key[:16]}-"),
-            stage=stage,
-            item=item,
-            extra=dict(extra or {}),
-        )
-        try:
-            yield staging
-            manifest = ObjectManifest(
-                key=key,
-                stage=stage,
-                stage_version=stage_version,
-                params=clean_params,
-                inputs=list(inputs),
-                item=item,
-                created_at=utc_now(),
-                files=_hash_staged_files(staging.dir),
-                stats=canonical_value(staging.stats, f"stats of object {key}"),
-                extra=canonical_value(staging.extra, f"extra of object {key}"),
-            )
-            write_file_durably(staging.dir / MANIFEST_NAME, json_bytes(manifest.to_dict()))
-            write_file_durably(staging.dir / MARKER_NAME, json_bytes({"key": key}))
-            installed = self._backend.install_object(
-                staging.dir, object_rel(key), marker=MARKER_NAME, manifest=MANIFEST_NAME
-            )
-            staging.manifest = manifest if installed else self.manifest(key)
-            staging.reused = not installed
-        finally:
-            shutil.rmtree(staging.dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ datasets
 
@@ -325,17 +88,32 @@ class ArtifactStore:
         return numbers
 
     def read_version(self, name: str, version: int) -> DatasetVersion:
-        """The manifest of ``name@version`` (no reference parsing, no tag lookup)."""
+        """The manifest of ``name@version`` (no reference parsing, no tag lookup).
+
+        An unreadable file raises CorruptVersionError, which says how to get past it.
+        """
         rel = version_rel(name, version)
+        uri = self._backend.uri(rel)
         try:
             raw = self._backend.read_bytes(rel)
         except FileNotFoundError:
-            raise VersionNotFoundError(
-                f"dataset {name!r} has no version {version} in {self.root}"
+            raise self._no_version(
+                name, version, f"dataset {name!r} has no version {version}"
             ) from None
-        return DatasetVersion.from_dict(
-            load_json(raw, self._backend.uri(rel)), self._backend.uri(rel)
-        )
+        try:
+            document = DatasetVersion.from_dict(load_json(raw, uri), uri)
+        except CorruptManifestError as error:
+            raise CorruptVersionError(name, version, uri, str(error)) from None
+        if (document.name, document.version) != (name, version):
+            raise CorruptVersionError(
+                name, version, uri, f"it holds {document.ref}, not {name}@{version}"
+            )
+        return document
+
+    def _no_version(self, name: str, version: int, message: str) -> VersionNotFoundError:
+        moved = quarantined_versions(self._backend, name).get(version)
+        where = f"; its unreadable file was moved to {moved}" if moved else ""
+        return VersionNotFoundError(f"{message} in {self.root}{where}")
 
     def dataset_names(self) -> list[str]:
         return [
@@ -357,9 +135,13 @@ class ArtifactStore:
 
         Content = stage, params, the items' ids and keys, and the lineage except ``code_version``
         (a new commit that computes the same objects is not a new dataset). Every listed object
-        must be present. ``lineage`` may hold ``parents`` (references, resolved here to
-        ``name@version``), ``sources`` (a list of JSON descriptions), ``code_version`` (a
-        string) and any other JSON fields.
+        must be present and undamaged (``has``). ``lineage`` may hold ``parents`` (references,
+        resolved here to ``name@version``), ``sources`` (a list of JSON descriptions),
+        ``code_version`` (a string) and any other JSON fields.
+
+        When the latest version's file is unreadable, a new version is published past it
+        whatever the content, and its ``notes`` say why; numbers of version files that a repair
+        moved to quarantine are not reused.
         """
         validate_dataset_name(name)
         validate_stage(stage)
@@ -394,15 +176,31 @@ class ArtifactStore:
                 }
             )
         )
+        quarantined = quarantined_versions(self._backend, name)
         for _ in range(_MAX_VERSION_ATTEMPTS):
             numbers = self.version_numbers(name)
+            notes = []
             if numbers:
-                latest = self.read_version(name, numbers[-1])
-                if latest.content_digest == digest:
-                    return latest
+                try:
+                    latest = self.read_version(name, numbers[-1])
+                except CorruptVersionError as error:
+                    notes.append(
+                        f"version {error.version}'s file is unreadable, so this version was "
+                        f"published past it: {error.reason}"
+                    )
+                else:
+                    if latest.content_digest == digest:
+                        return latest
+            highest = numbers[-1] if numbers else 0
+            notes += [
+                f"version {number} was moved to quarantine ({quarantined[number]}) by a repair; "
+                "its number is not reused"
+                for number in sorted(quarantined)
+                if number > highest
+            ]
             candidate = DatasetVersion(
                 name=name,
-                version=numbers[-1] + 1 if numbers else 1,
+                version=max([highest, *quarantined]) + 1,
                 created_at=utc_now(),
                 stage=stage,
                 params=clean_params,
@@ -412,6 +210,7 @@ class ArtifactStore:
                 failures=clean_failures,
                 totals=totals,
                 content_digest=digest,
+                notes=notes,
                 created=True,
             )
             rel = version_rel(name, candidate.version)
@@ -466,8 +265,10 @@ class ArtifactStore:
             return self.read_version(name, numbers[-1])
         if isinstance(selector, int):
             if selector not in numbers:
-                raise VersionNotFoundError(
-                    f"dataset {name!r} has no version {selector} (versions: {_ranges(numbers)})"
+                raise self._no_version(
+                    name,
+                    selector,
+                    f"dataset {name!r} has no version {selector} (versions: {_ranges(numbers)})",
                 )
             return self.read_version(name, selector)
         tags = self.tags(name)
@@ -529,36 +330,80 @@ class ArtifactStore:
                 document = load_json(self._backend.read_bytes(rel), self._backend.uri(rel))
             except FileNotFoundError:  # untagged meanwhile
                 continue
-            found[entry[: -len(".json")]] = int(document["version"])
+            try:
+                found[entry[: -len(".json")]] = int(document["version"])
+            except (KeyError, TypeError, ValueError):
+                raise CorruptManifestError(
+                    f"tag file {self._backend.uri(rel)} has no version number"
+                ) from None
         return found
 
     # ------------------------------------------------------------------ listing
 
     def list_datasets(self) -> list[DatasetSummary]:
-        summaries = []
-        for name in self.dataset_names():
-            numbers = self.version_numbers(name)
-            first = self.read_version(name, numbers[0])
-            latest = self.read_version(name, numbers[-1]) if len(numbers) > 1 else first
-            summaries.append(
-                DatasetSummary(
-                    name=name,
-                    versions=len(numbers),
-                    latest_version=numbers[-1],
-                    tags=self.tags(name),
-                    created_at=first.created_at,
-                    latest_created_at=latest.created_at,
-                )
-            )
-        return summaries
+        """Every dataset; an unreadable version or tag file marks its dataset, never raises.
+
+        Reads the first and the latest version file of each (and inward past unreadable ones).
+        """
+        return [self._summary(name) for name in self.dataset_names()]
+
+    def _summary(self, name: str) -> DatasetSummary:
+        numbers = self.version_numbers(name)
+        loaded: dict[int, DatasetVersion | None] = {}
+        problems: list[str] = []
+
+        def load(number: int) -> DatasetVersion | None:
+            if number not in loaded:
+                try:
+                    loaded[number] = self.read_version(name, number)
+                except CorruptVersionError as error:
+                    loaded[number] = None
+                    problems.append(f"version {number} is unreadable: {error.reason}")
+            return loaded[number]
+
+        first = next((v for n in numbers if (v := load(n)) is not None), None)
+        latest = next((v for n in reversed(numbers) if (v := load(n)) is not None), None)
+        try:
+            tags = self.tags(name)
+        except CorruptManifestError as error:
+            tags = {}
+            problems.append(str(error))
+        return DatasetSummary(
+            name=name,
+            versions=len(numbers),
+            latest_version=numbers[-1],
+            tags=tags,
+            created_at=first.created_at if first is not None else None,
+            latest_created_at=latest.created_at if latest is not None else None,
+            corrupt_versions=sorted(n for n, v in loaded.items() if v is None),
+            problems=problems,
+        )
 
     def list_versions(self, name: str) -> list[VersionSummary]:
+        """Every version of a dataset; an unreadable one is listed with ``problem`` set."""
         tags_by_version: dict[int, list[str]] = {}
         for tag, version in sorted(self.tags(name).items()):
             tags_by_version.setdefault(version, []).append(tag)
         summaries = []
         for number in self._existing_numbers(name):
-            version = self.read_version(name, number)
+            try:
+                version = self.read_version(name, number)
+            except CorruptVersionError as error:
+                summaries.append(
+                    VersionSummary(
+                        name=name,
+                        version=number,
+                        created_at=None,
+                        stage=None,
+                        items=None,
+                        failures=None,
+                        total_bytes=None,
+                        content_digest=None,
+                        tags=tags_by_version.get(number, []),
+                        problem=f"unreadable: {error.reason}",
+                    )
+                )
+                continue
             summaries.append(
                 VersionSummary(
                     name=name,
@@ -592,7 +437,12 @@ class ArtifactStore:
             return memo[ref]
         try:
             parent = self.resolve(ref)
-        except (DatasetNotFoundError, VersionNotFoundError, TagNotFoundError):
+        except (
+            DatasetNotFoundError,
+            VersionNotFoundError,
+            TagNotFoundError,
+            CorruptManifestError,
+        ) as error:
             node = LineageNode(
                 ref=ref,
                 stage=None,
@@ -601,6 +451,7 @@ class ArtifactStore:
                 sources=[],
                 parents=[],
                 missing=True,
+                problem=str(error),
             )
         else:
             node = LineageNode(
@@ -619,31 +470,16 @@ class ArtifactStore:
     def diff(self, ref_a: str, ref_b: str) -> DatasetDiff:
         return diff_versions(self.resolve(ref_a), self.resolve(ref_b))
 
-    def verify(self, keys: Sequence[str] | None = None) -> VerifyReport:
-        return verify_store(self, keys)
+    def verify(self, keys: Sequence[str] | None = None, *, repair: bool = False) -> VerifyReport:
+        """Re-hash objects against their manifests and check dataset versions (see
+        ``tasks.store.verify.verify_store``); ``repair`` moves what is damaged to quarantine."""
+        return verify_store(self, keys, repair=repair)
 
     def gc(self, *, dry_run: bool = False, min_age_seconds: float = 3600) -> GcReport:
         return collect_garbage(self, dry_run=dry_run, min_age_seconds=min_age_seconds)
 
     def export(self, ref: str, dest_dir: str | os.PathLike[str]) -> Path:
         return export_version(self, self.resolve(ref), Path(dest_dir))
-
-
-def _hash_staged_files(staging: Path) -> dict[str, FileEntry]:
-    files: dict[str, FileEntry] = {}
-    for path in sorted(staging.rglob("*")):
-        rel = path.relative_to(staging).as_posix()
-        if path.is_symlink():
-            raise StoreError(f"{path} is a symlink; objects hold regular files only")
-        if path.is_dir():
-            continue
-        if rel in RESERVED_NAMES:
-            raise ReservedFileNameError(
-                f"{path}: {rel!r} is reserved for the store; name the stage's file differently"
-            )
-        size, sha256 = hash_local_file(path, sync=True)
-        files[rel] = FileEntry(size=size, sha256=sha256)
-    return files
 
 
 def _ranges(numbers: list[int]) -> str:

@@ -12,6 +12,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -115,6 +116,17 @@ class LocalBackend:
                 found[full.relative_to(base).as_posix()] = full.stat().st_size
         return found
 
+    def sizes(self, rel: str, names: Iterable[str]) -> dict[str, int]:
+        """{name: size} of those files below ``rel`` that exist (one stat each, no listing)."""
+        base = os.path.join(self.root, rel)
+        found: dict[str, int] = {}
+        for name in names:
+            try:
+                found[name] = os.stat(os.path.join(base, name)).st_size
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return found
+
     def newest_mtime(self, rel: str) -> float | None:
         """Latest modification time of ``rel`` or anything below it (None if it is gone)."""
         base = self.path(rel)
@@ -145,6 +157,12 @@ class LocalBackend:
             shutil.rmtree(doomed, ignore_errors=True)
         else:
             doomed.unlink()
+
+    def move(self, rel: str, dest_rel: str) -> None:
+        """Move a file or a tree in one rename (FileNotFoundError when ``rel`` is gone)."""
+        target = self.path(dest_rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.path(rel), target)
 
     def install_object(self, staging: Path, rel: str, *, marker: str, manifest: str) -> bool:
         """Rename the finished staging directory into place.
@@ -264,6 +282,11 @@ class FsspecBackend:
             if info.get("type") != "directory"
         }
 
+    def sizes(self, rel: str, names: Iterable[str]) -> dict[str, int]:
+        """{name: size} of those files below ``rel`` that exist (one listing request)."""
+        wanted = set(names)
+        return {name: size for name, size in self.list_files(rel).items() if name in wanted}
+
     def newest_mtime(self, rel: str) -> float | None:
         times = [_timestamp(info) for info in self._find(rel, withdirs=True).values()]
         known = [value for value in times if value is not None]
@@ -280,6 +303,20 @@ class FsspecBackend:
             self.fs.rm(self._full(rel), recursive=True)
         except FileNotFoundError:
             pass
+
+    def move(self, rel: str, dest_rel: str) -> None:
+        """Copy a file or a tree to ``dest_rel``, then remove the original (no rename here; an
+        object half way through is seen as damaged, since ``has`` checks its files)."""
+        if self.fs.isfile(self._full(rel)):
+            self.fs.copy(self._full(rel), self._full(dest_rel))
+            self.remove_file(rel)
+            return
+        names = self.list_files(rel)
+        if not names:
+            raise FileNotFoundError(self.uri(rel))
+        for name in names:
+            self.fs.copy(self._full(posixpath.join(rel, name)), self._full(posixpath.join(dest_rel, name)))
+        self.remove_tree(rel)
 
     def install_object(self, staging: Path, rel: str, *, marker: str, manifest: str) -> bool:
         """Upload files, then ``manifest``, then ``marker`` (exclusively): the marker makes it visible.

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+REPAIR_COMMAND = "musika-piano store verify --repair"
+"""The command that moves damaged objects and unreadable version files to the store's quarantine."""
+
 
 class StoreError(Exception):
     """Base class of every error the store raises on purpose."""
@@ -41,7 +44,7 @@ class MissingObjectsError(StoreError):
         )
         super().__init__(
             f"refusing to publish dataset {name!r}: {len(missing)} listed object(s) are not in the "
-            f"store: {shown}"
+            f"store or are damaged (`musika-piano store verify` tells which): {shown}"
         )
 
 
@@ -63,6 +66,46 @@ class TagNotFoundError(StoreError, LookupError):
 
 class CorruptManifestError(StoreError):
     """A manifest file exists but cannot be read as the expected JSON document."""
+
+
+class CorruptVersionError(CorruptManifestError):
+    """A dataset's version file cannot be read; ``reason`` is why, without the advice."""
+
+    def __init__(self, name: str, version: int, uri: str, reason: str) -> None:
+        self.name = name
+        self.version = version
+        self.uri = uri
+        self.reason = reason
+        super().__init__(
+            f"version {version} of dataset {name!r} is unreadable: {reason}. The next build of "
+            f"the dataset publishes a new version past it; `{REPAIR_COMMAND}` moves the file to "
+            f"the store's quarantine folder (or delete {uri})"
+        )
+
+
+class CorruptObjectError(ObjectNotFoundError):
+    """An object is present but its files do not match its manifest (missing, other size or sha256).
+
+    A subclass of ObjectNotFoundError: there is no usable object under the key. ``path`` is the
+    file inside the object, ``expected``/``actual`` the manifest's and the found size or digest.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str,
+        item_id: str | None = None,
+        path: str | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.item_id = item_id
+        self.path = path
+        self.expected = expected
+        self.actual = actual
 
 
 class DestinationNotEmptyError(StoreError, FileExistsError):

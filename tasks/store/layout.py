@@ -8,14 +8,24 @@
     datasets/<name>/reports/000001.html  the HTML report of a version (rewritable, not an object)
     failures/<key[:2]>/<key>.json        why producing an object failed (a corrupt or empty input)
     tmp/                                 staging directories and scratch files (local roots only)
+    quarantine/<stamp>/                  what one repair moved aside (never read by the store again):
+        objects/<key>/                   a damaged object (a file missing, of another size or sha256,
+                                         an unreadable manifest), or only the stray files of an
+                                         intact one
+        datasets/<name>/versions/000001.json  an unreadable version file (its number is not reused)
+        repair.json                      what was moved, why, and what rebuilds it
 
-The object path depends on the key alone, so ``has(key)`` is one stat of ``.../COMPLETE``; the
-stage name is in the manifest, not the path.
+``<stamp>`` is the UTC time of the repair plus a random suffix (``20250102T030405.678Z-1a2b3c``).
+gc and verify look only under ``objects/`` and ``datasets/``: quarantine is kept until a person
+deletes it.
+
+The object path depends on the key alone; the stage name is in the manifest, not the path.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +34,8 @@ from tasks.store.errors import CorruptManifestError
 OBJECTS_DIR = "objects"
 DATASETS_DIR = "datasets"
 FAILURES_DIR = "failures"
+QUARANTINE_DIR = "quarantine"
+REPAIR_NOTE_NAME = "repair.json"
 MANIFEST_NAME = "manifest.json"
 MARKER_NAME = "COMPLETE"
 RESERVED_NAMES = frozenset({MANIFEST_NAME, MARKER_NAME})
@@ -31,6 +43,10 @@ RESERVED_NAMES = frozenset({MANIFEST_NAME, MARKER_NAME})
 
 def object_rel(key: str) -> str:
     return f"{OBJECTS_DIR}/{key[:2]}/{key}"
+
+
+def marker_rel(key: str) -> str:
+    return f"{object_rel(key)}/{MARKER_NAME}"
 
 
 def failure_rel(key: str) -> str:
@@ -51,6 +67,12 @@ def tags_rel(name: str) -> str:
 
 def report_rel(name: str, version: int) -> str:
     return f"{DATASETS_DIR}/{name}/reports/{version:06d}.html"
+
+
+def quarantine_stamp() -> str:
+    """A new, sortable quarantine folder name without characters that trouble other filesystems."""
+    now = datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{uuid.uuid4().hex[:6]}"
 
 
 def utc_now() -> str:

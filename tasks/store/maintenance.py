@@ -1,4 +1,4 @@
-"""Whole-store operations: verify, garbage-collect, export, diff."""
+"""Whole-store operations besides verify (``tasks.store.verify``): garbage-collect, export, diff."""
 
 from __future__ import annotations
 
@@ -13,24 +13,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.store.backends import STAGING_DIR
-from tasks.store.canonical import HASH_CHUNK_BYTES, is_object_key, validate_object_key
-from tasks.store.errors import CorruptManifestError, DestinationNotEmptyError
-from tasks.store.layout import (
-    MANIFEST_NAME,
-    RESERVED_NAMES,
-    json_bytes,
-    object_rel,
-    parse_utc,
-    utc_now,
+from tasks.store.canonical import HASH_CHUNK_BYTES, is_object_key
+from tasks.store.errors import (
+    REPAIR_COMMAND,
+    CorruptManifestError,
+    CorruptObjectError,
+    DestinationNotEmptyError,
+    ObjectNotFoundError,
 )
+from tasks.store.layout import json_bytes, marker_rel, object_rel, parse_utc, utc_now
 from tasks.store.models import (
     DatasetDiff,
     DatasetVersion,
+    FileEntry,
     GcReport,
     ItemChange,
     ValueChange,
-    VerifyProblem,
-    VerifyReport,
 )
 
 if TYPE_CHECKING:
@@ -39,129 +37,6 @@ if TYPE_CHECKING:
 EXPORT_MANIFEST_NAME = "dataset.json"
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_FOLDER_CHARS = 80
-
-
-# ---------------------------------------------------------------------- verify
-
-
-def verify_store(store: ArtifactStore, keys: Sequence[str] | None = None) -> VerifyReport:
-    """Re-hash every file of every complete object (or of ``keys``) against its manifest.
-
-    Without ``keys`` it also checks that every dataset version's objects are present.
-    """
-    backend = store.backend
-    problems: list[VerifyProblem] = []
-    whole_store = keys is None
-    candidates = (
-        list(store.iter_object_dirs()) if whole_store else [validate_object_key(k) for k in keys]
-    )
-    objects_checked = files_checked = bytes_hashed = incomplete = 0
-
-    for key in candidates:
-        rel = object_rel(key)
-        if not store.has(key):
-            if whole_store:
-                incomplete += 1
-            else:
-                problems.append(
-                    VerifyProblem("missing_object", key, None, "no complete object under this key")
-                )
-            continue
-        objects_checked += 1
-        try:
-            manifest = store.manifest(key)
-        except CorruptManifestError as error:
-            kind = (
-                "corrupt_manifest"
-                if backend.exists(f"{rel}/{MANIFEST_NAME}")
-                else "missing_manifest"
-            )
-            problems.append(VerifyProblem(kind, key, MANIFEST_NAME, str(error)))
-            continue
-        if manifest.key != key:
-            problems.append(
-                VerifyProblem(
-                    "key_mismatch", key, MANIFEST_NAME, f"manifest names key {manifest.key}"
-                )
-            )
-        present = {
-            path: size
-            for path, size in backend.list_files(rel).items()
-            if path not in RESERVED_NAMES
-        }
-        for path, entry in sorted(manifest.files.items()):
-            if path not in present:
-                problems.append(
-                    VerifyProblem("missing_file", key, path, "listed in the manifest, not found")
-                )
-                continue
-            files_checked += 1
-            if present[path] != entry.size:
-                problems.append(
-                    VerifyProblem(
-                        "size_mismatch",
-                        key,
-                        path,
-                        f"size {present[path]} bytes, manifest says {entry.size}",
-                    )
-                )
-                continue
-            with backend.open_read(f"{rel}/{path}") as handle:
-                digest = _sha256_of_stream(handle)
-            bytes_hashed += entry.size
-            if digest != entry.sha256:
-                problems.append(
-                    VerifyProblem(
-                        "checksum_mismatch",
-                        key,
-                        path,
-                        f"sha256 {digest}, manifest says {entry.sha256}",
-                    )
-                )
-        for path in sorted(set(present) - set(manifest.files)):
-            problems.append(
-                VerifyProblem("unexpected_file", key, path, "present but not in the manifest")
-            )
-
-    versions_checked = 0
-    if whole_store:
-        presence: dict[str, bool] = {}
-        for name in store.dataset_names():
-            for number in store.version_numbers(name):
-                ref = f"{name}@{number}"
-                try:
-                    version = store.read_version(name, number)
-                except CorruptManifestError as error:
-                    problems.append(VerifyProblem("corrupt_dataset", ref, None, str(error)))
-                    continue
-                versions_checked += 1
-                for item in version.items:
-                    if item.key not in presence:
-                        presence[item.key] = store.has(item.key)
-                    if not presence[item.key]:
-                        problems.append(
-                            VerifyProblem(
-                                "dataset_missing_object",
-                                ref,
-                                item.item_id,
-                                f"object {item.key} is not in the store",
-                            )
-                        )
-    return VerifyReport(
-        objects_checked=objects_checked,
-        files_checked=files_checked,
-        bytes_hashed=bytes_hashed,
-        dataset_versions_checked=versions_checked,
-        incomplete_objects=incomplete,
-        problems=problems,
-    )
-
-
-def _sha256_of_stream(handle: Any) -> str:
-    digest = hashlib.sha256()
-    while chunk := handle.read(HASH_CHUNK_BYTES):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------- gc
@@ -181,7 +56,7 @@ def reachable_keys(store: ArtifactStore) -> set[str]:
         if key in reachable:
             continue
         reachable.add(key)
-        if not store.has(key):
+        if not store.backend.exists(marker_rel(key)):
             continue
         try:
             inputs = store.manifest(key).inputs
@@ -198,6 +73,8 @@ def collect_garbage(
 
     Age of a complete object = time since its manifest's ``created_at``; of a leftover = time
     since anything in it last changed. Younger things may belong to a running pipeline.
+    An unreadable version file stops it (CorruptVersionError): which objects that version lists
+    is unknown. The quarantine folder is not looked at.
     """
     backend = store.backend
     now = time.time()
@@ -209,7 +86,7 @@ def collect_garbage(
         if key in reachable:
             continue
         rel = object_rel(key)
-        if store.has(key):
+        if backend.exists(marker_rel(key)):  # complete, intact or not
             try:
                 manifest = store.manifest(key)
                 born: float | None = parse_utc(manifest.created_at)
@@ -277,25 +154,34 @@ def item_folder_names(item_ids: Sequence[str]) -> dict[str, str]:
 def export_version(store: ArtifactStore, version: DatasetVersion, dest: Path) -> Path:
     """Copy a version's files to ``dest/<item folder>/...`` plus ``dest/dataset.json``.
 
-    The folder is assembled beside ``dest`` and renamed into place, so ``dest`` never holds a
-    partial export. Refuses a ``dest`` that exists and is not an empty directory.
+    Every file is hashed while it is copied; one that differs from its manifest stops the export
+    (CorruptObjectError). The folder is assembled beside ``dest`` and renamed into place, so
+    ``dest`` never holds a partial export, and a failed export removes what it created. Refuses a
+    ``dest`` that exists and is not an empty directory.
     """
     dest = dest.expanduser().absolute()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DestinationNotEmptyError(
             f"export destination {dest} exists and is not an empty directory"
         )
+    created = [folder for folder in dest.parents if not folder.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex}"
     partial.mkdir()
     try:
         folders = item_folder_names([item.item_id for item in version.items])
         for item in version.items:
-            manifest = store.manifest(item.key)
-            for path in sorted(manifest.files):
+            try:
+                manifest = store.manifest(item.key)
+            except ObjectNotFoundError:
+                raise ObjectNotFoundError(
+                    f"refusing to export {version.ref}: object {item.key} of item "
+                    f"{item.item_id!r} is not in the store; {_rebuild_dataset(version)}"
+                ) from None
+            for path, entry in sorted(manifest.files.items()):
                 target = partial / folders[item.item_id] / path
                 target.parent.mkdir(parents=True, exist_ok=True)
-                store.backend.fetch_file(f"{object_rel(item.key)}/{path}", target)
+                _copy_verified(store, version, item.item_id, item.key, path, entry, target)
         document = {
             **version.manifest_dict(),
             "export": {
@@ -311,8 +197,62 @@ def export_version(store: ArtifactStore, version: DatasetVersion, dest: Path) ->
         os.rename(partial, dest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        for folder in created:  # deepest first; stop at one that is not empty (someone else's)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return dest
+
+
+def _copy_verified(
+    store: ArtifactStore,
+    version: DatasetVersion,
+    item_id: str,
+    key: str,
+    path: str,
+    entry: FileEntry,
+    target: Path,
+) -> None:
+    """Copy one file of an object to ``target``, hashing it on the way; refuse one that differs."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with store.backend.open_read(f"{object_rel(key)}/{path}") as source, open(target, "wb") as out:
+            while chunk := source.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+    except FileNotFoundError:
+        actual = "missing"
+    else:
+        actual = f"sha256:{digest.hexdigest()}"
+    expected = f"sha256:{entry.sha256}"
+    if actual == expected:
+        return
+    found = (
+        "is missing"
+        if actual == "missing"
+        else f"has {actual} ({size} bytes), the manifest says {expected} ({entry.size} bytes)"
+    )
+    raise CorruptObjectError(
+        f"refusing to export {version.ref}: file {path!r} of item {item_id!r} (object {key}) "
+        f"{found}; nothing was exported. Run `{REPAIR_COMMAND}` to move the object to "
+        f"quarantine, then {_rebuild_dataset(version)}",
+        key=key,
+        item_id=item_id,
+        path=path,
+        expected=expected,
+        actual=actual,
+    )
+
+
+def _rebuild_dataset(version: DatasetVersion) -> str:
+    return (
+        f"re-run the build of {version.ref} (stage {version.stage}; its sources and settings: "
+        f"`musika-piano dataset show {version.ref}`) to make it again; intact items are reused"
+    )
 
 
 # ---------------------------------------------------------------------- diff

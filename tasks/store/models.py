@@ -64,18 +64,21 @@ class ObjectManifest(_Record):
             }
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise CorruptManifestError(f"{where} has a malformed 'files' table: {error}") from None
-        return cls(
-            key=document["key"],
-            stage=document["stage"],
-            stage_version=document["stage_version"],
-            params=dict(document["params"]),
-            inputs=list(document["inputs"]),
-            item=document["item"],
-            created_at=document["created_at"],
-            files=files,
-            stats=dict(document.get("stats") or {}),
-            extra=dict(document.get("extra") or {}),
-        )
+        try:
+            return cls(
+                key=document["key"],
+                stage=document["stage"],
+                stage_version=document["stage_version"],
+                params=dict(document["params"]),
+                inputs=list(document["inputs"]),
+                item=document["item"],
+                created_at=document["created_at"],
+                files=files,
+                stats=dict(document.get("stats") or {}),
+                extra=dict(document.get("extra") or {}),
+            )
+        except (TypeError, ValueError) as error:
+            raise CorruptManifestError(f"{where} is malformed: {error!r}") from None
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class DatasetVersion(_Record):
 
     ``created`` is not stored: it tells the caller of ``publish_dataset`` whether this call made
     the version (False when the content equalled the latest version's and that one came back).
+    ``notes`` say why the store did something unusual when publishing it (it skipped past an
+    unreadable version file); stored only when there are any, not part of the content digest.
     """
 
     name: str
@@ -160,6 +165,7 @@ class DatasetVersion(_Record):
     failures: list[Failure]
     totals: dict[str, int]
     content_digest: str
+    notes: list[str] = field(default_factory=list)
     created: bool = False
 
     @property
@@ -174,11 +180,18 @@ class DatasetVersion(_Record):
         """The document stored in the version file."""
         document = dataclasses.asdict(self)
         del document["created"]
+        if not self.notes:
+            del document["notes"]  # version files written before notes existed stay byte-identical
         document["lineage"] = self.lineage.to_dict()
         return {"format": MANIFEST_FORMAT, **document}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.manifest_dict(), "ref": self.ref, "created": self.created}
+        return {
+            **self.manifest_dict(),
+            "notes": list(self.notes),
+            "ref": self.ref,
+            "created": self.created,
+        }
 
     @classmethod
     def from_dict(
@@ -208,6 +221,7 @@ class DatasetVersion(_Record):
                 failures=[Failure.coerce(failure) for failure in document.get("failures") or []],
                 totals=dict(document.get("totals") or {}),
                 content_digest=document["content_digest"],
+                notes=[str(note) for note in document.get("notes") or []],
             )
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             raise CorruptManifestError(f"{where} is malformed: {error!r}") from None
@@ -215,30 +229,45 @@ class DatasetVersion(_Record):
 
 @dataclass(frozen=True)
 class VersionSummary(_Record):
+    """One line of ``list_versions``; for an unreadable version file only ``problem`` (why) is
+    set and the fields read from the file are None."""
+
     name: str
     version: int
-    created_at: str
-    stage: str
-    items: int
-    failures: int
-    total_bytes: int
-    content_digest: str
+    created_at: str | None
+    stage: str | None
+    items: int | None
+    failures: int | None
+    total_bytes: int | None
+    content_digest: str | None
     tags: list[str]
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
 class DatasetSummary(_Record):
+    """One line of ``list_datasets``.
+
+    ``corrupt_versions`` are the unreadable version files met while reading the first and the
+    latest version (verify reads every one), ``problems`` say why, one line each (also an
+    unreadable tag). ``created_at``/``latest_created_at`` come from the oldest/newest readable
+    version (None when none is).
+    """
+
     name: str
     versions: int
     latest_version: int
     tags: dict[str, int]
-    created_at: str
-    latest_created_at: str
+    created_at: str | None
+    latest_created_at: str | None
+    corrupt_versions: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class LineageNode(_Record):
-    """A parent dataset version in a lineage tree; ``missing`` when its manifest cannot be found."""
+    """A parent dataset version in a lineage tree; ``missing`` when its manifest cannot be found
+    or read (``problem`` says which)."""
 
     ref: str
     stage: str | None
@@ -247,6 +276,7 @@ class LineageNode(_Record):
     sources: list[Any]
     parents: list[LineageNode]
     missing: bool = False
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -320,24 +350,54 @@ class VerifyProblem(_Record):
     """One finding of ``verify``.
 
     kind: missing_object, missing_manifest, corrupt_manifest, key_mismatch, missing_file,
-    size_mismatch, checksum_mismatch, unexpected_file, dataset_missing_object, corrupt_dataset.
-    ``subject`` is an object key or a ``name@version`` reference.
+    size_mismatch, checksum_mismatch (the object is damaged), unexpected_file, missing_input
+    (an object needed by a dataset version lacks an object it was made from),
+    dataset_missing_object, corrupt_dataset (an unreadable version file).
+    ``subject`` is an object key or a ``name@version`` reference; ``path`` a file inside the
+    object, an item id (dataset_missing_object), the missing input's key (missing_input) or the
+    version file (corrupt_dataset). ``fix`` says what to do, or what the repair did.
     """
 
     kind: str
     subject: str
     path: str | None
     detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Repair(_Record):
+    """What ``verify(repair=True)`` or a publish over a damaged object moved to quarantine.
+
+    kind: ``object`` (the whole damaged object), ``stray_files`` (only files its manifest does
+    not list) or ``dataset_version`` (an unreadable version file). ``referenced_by`` are the
+    dataset versions that list the object or an object made from it; ``rebuild`` says what
+    makes it again (empty when nothing needs it).
+    """
+
+    kind: str
+    subject: str
+    moved_to: str
+    reason: str
+    stage: str | None
+    item: str | None
+    referenced_by: list[str]
+    rebuild: str
 
 
 @dataclass(frozen=True)
 class VerifyReport(_Record):
+    """``next_steps``: what to do now, one line each (also in ``to_dict``)."""
+
     objects_checked: int
     files_checked: int
     bytes_hashed: int
     dataset_versions_checked: int
     incomplete_objects: int
     problems: list[VerifyProblem]
+    repairs: list[Repair] = field(default_factory=list)
+    quarantine: str | None = None
+    next_steps: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -43,6 +43,7 @@ from tasks.store import (
     object_key,
     parse_ref,
 )
+from tests.unit.store_helpers.objects import put
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).parent / "store_helpers" / "store_worker.py"
@@ -51,18 +52,6 @@ WORKER = Path(__file__).parent / "store_helpers" / "store_worker.py"
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(tmp_path / "store")
-
-
-def put(
-    store: ArtifactStore, stage: str, payload: bytes, *, inputs=(), params=None, item=None
-) -> str:
-    """Publish one object holding ``data.bin`` = payload; return its key."""
-    with store.publish_object(
-        stage, 1, params or {"payload": payload.hex()[:32]}, list(inputs), item=item
-    ) as obj:
-        (obj.dir / "data.bin").write_bytes(payload)
-        obj.stats["size"] = len(payload)
-    return obj.key
 
 
 def object_dirs(store: ArtifactStore) -> list[Path]:
