@@ -489,13 +489,14 @@ def run_learning(settings: LearningSettings = LearningSettings()) -> dict[str, A
     quiet_prefect(root)
     from flows.encode_dataset import encode_dataset
     from flows.midi_dataset import build_midi_dataset
-    from flows.params import RunSettings
-    from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
+    from flows.train_autoencoder import train_autoencoder_flow
     from musika_model.training_data import LatentSource
     from tasks.encode.stage import LATENTS_FILE
     from tasks.pipeline.models import load_autoencoder, resolve_model
+    from tasks.pipeline.params import RunSettings
     from tasks.reports.report import write_report
     from tasks.store import ArtifactStore, object_key
+    from tasks.train.params import AutoencoderTrainingParams
 
     timings: dict[str, float] = {}
     total_started = time.perf_counter()
@@ -515,7 +516,7 @@ def run_learning(settings: LearningSettings = LearningSettings()) -> dict[str, A
           f"of audio; render: {counts['render']}; normalize: {counts['normalize']}", flush=True)
 
     with timed(timings, "autoencoder, held-out LSD"):
-        ae_settings = AutoencoderTrainingSettings(
+        ae_settings = AutoencoderTrainingParams(
             preset="demo", stage1_steps=settings.ae_stage1_steps, stage2_steps=settings.ae_stage2_steps,
             max_items=len(items) - settings.held_out_items)
         trained = train_autoencoder_flow(dataset=dataset["ref"], name=AUTOENCODER_NAME, settings=ae_settings,

@@ -40,7 +40,7 @@ def run() -> dict[str, float]:
 
     os.environ.update(env)
     from flows.midi_dataset import build_midi_dataset
-    from flows.params import RunSettings
+    from tasks.pipeline.params import RunSettings
 
     run_settings = RunSettings(store=str(scratch / "flow-store"))
     for label in ("flow_first_run", "flow_unchanged_rerun"):

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from musika_model.audio import read_audio, write_wav
-from tasks.normalize.core import LoudnessParams, normalize_loudness
-from tasks.render.core import DEFAULT_SAMPLE_RATE, default_soundfont, get_synth, render_midi
+from tasks.normalize.core import normalize_loudness
+from tasks.normalize.params import LoudnessParams
+from tasks.render.core import default_soundfont, get_synth, render_midi
+from tasks.render.params import DEFAULT_SAMPLE_RATE
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 TARGETS = {"render_x_realtime_per_core": 100.0, "normalize_x_realtime_per_core": 200.0}

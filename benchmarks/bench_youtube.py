@@ -35,7 +35,8 @@ _GAP_S = 2.0
 _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from tasks.segment import SegmentParams, iter_segment_audio, plan_file
+from tasks.segment.core import iter_segment_audio, plan_file
+from tasks.segment.params import SegmentParams
 started = time.perf_counter()
 plan = plan_file(sys.argv[1], SegmentParams())
 audio_s = 0.0
@@ -97,7 +98,8 @@ def write_compilation(path: Path, seconds: float, subtype: str) -> float:
 def stage_speed(path: Path, audio_s: float) -> dict[str, float]:
     from tasks.normalize.core import ItemRejected, normalize_loudness
     from tasks.quality.core import FingerprintIndex, compute_fingerprint, evaluate_quality
-    from tasks.segment.core import SegmentParams, iter_segment_audio, plan_file
+    from tasks.segment.core import iter_segment_audio, plan_file
+    from tasks.segment.params import SegmentParams
 
     timings = {"segment": 0.0, "filter": 0.0, "normalize": 0.0}
     index = FingerprintIndex()

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import LoudnessSettings, QualitySettings, RunSettings, SegmentSettings
 from tasks.normalize import stage as normalize
-from tasks.normalize.core import LoudnessParams
+from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.batching import (
     ItemOutcome,
     WorkItem,
@@ -31,38 +30,28 @@ from tasks.pipeline.batching import (
     partition,
 )
 from tasks.pipeline.caching import batch_outcomes, submit_batch
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
 from tasks.pipeline.sources import resolve_sources
 from tasks.quality import stage as quality
-from tasks.quality.core import QualityParams
+from tasks.quality.params import QualityParams
 from tasks.segment import stage as segment
-from tasks.segment.core import SegmentParams
+from tasks.segment.params import SegmentParams
 from tasks.store import ArtifactStore
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg"})
-DEFAULT_SEGMENT, DEFAULT_QUALITY = SegmentSettings(), QualitySettings()
-DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessSettings(), RunSettings()
+DEFAULT_SEGMENT, DEFAULT_QUALITY = SegmentParams(), QualityParams()
+DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessParams(), RunSettings()
 _PROVENANCE = ("parent_id", "index", "start_s", "end_s", "chapter", "method", "title", "uploader", "url", "source")
 _MEASUREMENTS = ("silence_ratio", "clipping_ratio", "bandwidth_hz", "loudness_range_lu")
 
 
-def segment_params(settings: SegmentSettings) -> SegmentParams:
-    return SegmentParams(**settings.model_dump())
-
-
-def quality_params(settings: QualitySettings) -> QualityParams:
-    return QualityParams(**settings.model_dump(exclude={"deduplicate"}))
-
-
-def loudness_params(settings: LoudnessSettings) -> LoudnessParams:
-    return LoudnessParams(**settings.model_dump())
-
-
-def path_params(segment_settings: SegmentSettings, quality_settings: QualitySettings,
-                loudness_settings: LoudnessSettings) -> dict:
+def path_params(segment_settings: SegmentParams, quality_settings: QualityParams,
+                loudness_settings: LoudnessParams) -> dict:
     """The dataset parameters of the segment -> filter -> normalize path."""
-    return {"segment": segment_params(segment_settings).to_dict(), "quality": quality_params(quality_settings).to_dict(),
-            "deduplicate": quality_settings.deduplicate, "loudness": loudness_params(loudness_settings).to_dict()}
+    return {"segment": segment_settings.model_dump(mode="json"),
+            "quality": quality_settings.model_dump(mode="json", exclude={"deduplicate"}),
+            "deduplicate": quality_settings.deduplicate, "loudness": loudness_settings.model_dump(mode="json")}
 
 
 @dataclass
@@ -92,7 +81,6 @@ def segment_filter_normalize(
     store: ArtifactStore,
     plan_batches: Iterable[tuple[list[WorkItem], list[ItemOutcome] | None]],
     filters: QualityParams,
-    deduplicate: bool,
     levels: LoudnessParams,
     run: RunSettings,
 ) -> PathOutcomes:
@@ -129,7 +117,7 @@ def segment_filter_normalize(
     result.measured = [o for _, measured in segment_jobs for o in batch_outcomes(measured)]
 
     passed = [o for o in result.measured if o.ok]
-    if deduplicate and passed:
+    if filters.deduplicate and passed:
         result.duplicates = quality.deduplicate(passed, store.root, filters)
     dropped = {o.item_id for o in result.duplicates}
     kept = [segment_items[measured_segment[o.key]] for o in passed if o.item_id not in dropped]
@@ -190,26 +178,24 @@ def by_parent(label: Callable[[str], str]) -> Callable[[ItemOutcome], str]:
 def build_audio_dataset(
     name: str,
     sources: list[str],
-    segment_settings: SegmentSettings = DEFAULT_SEGMENT,
-    quality_settings: QualitySettings = DEFAULT_QUALITY,
-    loudness_settings: LoudnessSettings = DEFAULT_LOUDNESS,
+    segment_settings: SegmentParams = DEFAULT_SEGMENT,
+    quality_settings: QualityParams = DEFAULT_QUALITY,
+    loudness_settings: LoudnessParams = DEFAULT_LOUDNESS,
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Build (or refresh) the dataset `name` from recordings: folders, globs or files of
     wav/flac/mp3/ogg at any sample rate, mono or stereo."""
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
-    cut_params = segment_params(segment_settings)
-    filters = quality_params(quality_settings)
-    levels = loudness_params(loudness_settings)
     found = resolve_sources(sources, AUDIO_EXTENSIONS)
     plan_items = segment.plan_recording_items(
-        [(f.name, f.digest, {"path": str(f.path), "source": source_label(f.name)}) for f in found.files], cut_params
+        [(f.name, f.digest, {"path": str(f.path), "source": source_label(f.name)}) for f in found.files],
+        segment_settings,
     )
     logger.info("%d recordings (%d duplicates skipped) into %s", len(found.files), len(found.duplicates), store.root)
     outcomes = segment_filter_normalize(
         store, [(batch, None) for batch in partition(plan_items, run.batch_size)],
-        filters, quality_settings.deduplicate, levels, run,
+        quality_settings, loudness_settings, run,
     )
     check_path_bounds(outcomes, run.max_failure_ratio)
     failures = outcomes.failures()

@@ -15,15 +15,16 @@ from prefect import flow
 from flows.encode_dataset import encode_dataset
 from flows.generate import generate_samples
 from flows.midi_dataset import build_midi_dataset
-from flows.params import RunSettings, TrainingSettings
 from flows.train import finetune, pretrain
-from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
+from flows.train_autoencoder import train_autoencoder_flow
 from tasks.normalize.stage import NORMALIZED_AUDIO
+from tasks.pipeline.params import RunSettings
 from tasks.store import ArtifactStore
+from tasks.train.params import AutoencoderTrainingParams, GanTrainingParams
 
 DEMO_SOURCES = Path(__file__).resolve().parents[1] / "data" / "demo"
 DEMO_DATASETS = {"demo-piano": DEMO_SOURCES / "midi", "demo-piano-b": DEMO_SOURCES / "midi-b"}
-DEMO_TRAINING = TrainingSettings(preset="tiny", publish_every=1)
+DEMO_TRAINING = GanTrainingParams(preset="tiny", publish_every=1)
 
 
 def _state(created: bool) -> str:
@@ -51,7 +52,7 @@ def demo(store: str | None = None, autoencoder: str | None = None, sample_second
 
     if autoencoder is None:
         trained_ae = train_autoencoder_flow(dataset="demo-piano", name="demo-ae",
-                                            settings=AutoencoderTrainingSettings(preset="demo"), run=run)
+                                            settings=AutoencoderTrainingParams(preset="demo"), run=run)
         autoencoder = trained_ae["ref"]
         summary.append(f"autoencoder {autoencoder}: {_state(trained_ae['created'])}")
     latents = {name: encode_dataset(dataset=result["ref"], autoencoder=autoencoder, run=run)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import RunSettings
 from tasks.encode import stage as encode
 from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.models import resolve_model
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
 

@@ -15,47 +15,20 @@ The version (`eval-<reference name>` by default), stage "evaluate":
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from pydantic import BaseModel, Field
 
-from flows.params import RunSettings
 from tasks.evaluate import stage
 from tasks.evaluate.metrics import METRICS
+from tasks.evaluate.params import EvaluateParams
 from tasks.pipeline.models import resolve_model
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import artifact_key, code_version
 from tasks.reports.report import report_or_warn
 from tasks.store import ArtifactStore
 
 DEFAULT_RUN = RunSettings()
-
-
-class EvaluateSettings(BaseModel):
-    """What is generated and measured."""
-
-    samples: int = Field(default=8, ge=1, le=64, description="Clips generated per checkpoint.")
-    seconds: float = Field(default=10.0, ge=1.0, le=120.0, description="Length of each clip (and reference crop).")
-    truncation: float = Field(default=2.0, gt=0.0, le=10.0, description="Bound of the truncated normal latents.")
-    seed: int = Field(default=0, ge=0, description="Clip i is generated with seed + i.")
-    reference_items: int = Field(default=16, ge=1, le=1000, description="Reference items measured (first by id).")
-    segment_lengths: list[Annotated[float, Field(ge=1.0, le=120.0)]] = Field(
-        default=[2.0, 5.0, 10.0], min_length=1, max_length=8,
-        description="Crop lengths (s) of the autoencoder round-trip error.",
-    )
-    base_channels: int | None = Field(
-        default=None, ge=1, description="When given, must match every checkpoint's base_channels."
-    )
-
-    def params(self) -> stage.EvalParams:
-        return stage.EvalParams(
-            samples=self.samples, seconds=self.seconds, truncation=self.truncation, seed=self.seed,
-            reference_items=self.reference_items, segment_lengths=tuple(self.segment_lengths),
-        )
-
-
-DEFAULT_SETTINGS = EvaluateSettings()
+DEFAULT_SETTINGS = EvaluateParams()
 
 
 def _flags_markdown(name: str, lines: list[str]) -> str:
@@ -69,7 +42,7 @@ def evaluate(
     checkpoints: list[str],
     reference: str,
     name: str | None = None,
-    settings: EvaluateSettings = DEFAULT_SETTINGS,
+    settings: EvaluateParams = DEFAULT_SETTINGS,
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Evaluate model refs `checkpoints` against dataset `reference`; publish a version of `name`
@@ -79,18 +52,17 @@ def evaluate(
     if not checkpoints:
         raise ValueError("evaluate needs at least one checkpoint (a model ref, e.g. my-model@2)")
     store = ArtifactStore.open(run.store)
-    params = settings.params()
     reference_version = store.resolve(reference)
     models = list({model.ref: model for model in (resolve_model(store, ref) for ref in checkpoints)}.values())
     for model in models:
         stage.check_base_channels(model, settings.base_channels)
-    items = stage.chosen_reference_items(reference_version, params.reference_items)
-    reference_plan = stage.plan_reference(reference_version, items, params)
-    model_plans = [stage.plan_model(model, reference_plan.reference_keys, params) for model in models]
+    items = stage.chosen_reference_items(reference_version, settings.reference_items)
+    reference_plan = stage.plan_reference(reference_version, items, settings)
+    model_plans = [stage.plan_model(model, reference_plan.reference_keys, settings) for model in models]
 
-    outcomes = [stage.evaluate_reference(store.root, reference_plan, items, params.seconds)]
+    outcomes = [stage.evaluate_reference(store.root, reference_plan, items, settings.seconds)]
     for plan in model_plans:
-        outcomes.append(stage.evaluate_model(store.root, plan, items, params, settings.base_channels))
+        outcomes.append(stage.evaluate_model(store.root, plan, items, settings))
 
     reference_result, reference_stats = stage.read_result(store, reference_plan.key)
     results, rows = [reference_result], [stage.comparison_row(reference_result, reference_stats, None)]
@@ -104,7 +76,7 @@ def evaluate(
         target,
         stage=stage.STAGE,
         params={"checkpoints": [plan.subject for plan in model_plans], "reference": reference_version.ref,
-                "settings": settings.model_dump()},
+                "settings": settings.model_dump(mode="json")},
         items=[{"item_id": stage.REFERENCE_ITEM, "key": reference_plan.key, "stats": rows[0]}]
         + [{"item_id": plan.subject, "key": plan.key, "stats": row} for plan, row in zip(model_plans, rows[1:],
                                                                                           strict=True)],

@@ -12,18 +12,18 @@ import os
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import LoudnessSettings, RenderSettings, RunSettings
 from tasks.normalize import stage as normalize
-from tasks.normalize.core import LoudnessParams
+from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
 from tasks.pipeline.caching import batch_outcomes, submit_batch
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import publish_dataset_version
 from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.render import stage as render
-from tasks.render.core import RenderParams
+from tasks.render.params import RenderParams
 from tasks.store import ArtifactStore
 
-DEFAULT_RENDER, DEFAULT_LOUDNESS, DEFAULT_RUN = RenderSettings(), LoudnessSettings(), RunSettings()
+DEFAULT_RENDER, DEFAULT_LOUDNESS, DEFAULT_RUN = RenderParams(), LoudnessParams(), RunSettings()
 
 
 @flow(
@@ -35,28 +35,16 @@ DEFAULT_RENDER, DEFAULT_LOUDNESS, DEFAULT_RUN = RenderSettings(), LoudnessSettin
 def build_midi_dataset(
     name: str,
     sources: list[str],
-    render_settings: RenderSettings = DEFAULT_RENDER,
-    loudness_settings: LoudnessSettings = DEFAULT_LOUDNESS,
+    render_settings: RenderParams = DEFAULT_RENDER,
+    loudness_settings: LoudnessParams = DEFAULT_LOUDNESS,
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Build (or refresh) the dataset `name` from MIDI `sources` (folders, globs or files)."""
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     found = resolve_sources(sources, MIDI_EXTENSIONS)
-    render_params = RenderParams(
-        force_piano=render_settings.force_piano,
-        velocity_scale=render_settings.velocity_scale,
-        tail_seconds=render_settings.tail_seconds,
-    )
-    loudness_params = LoudnessParams(
-        target_lufs=loudness_settings.target_lufs,
-        peak_ceiling_dbfs=loudness_settings.peak_ceiling_dbfs,
-        peak_policy=loudness_settings.peak_policy,
-    )
-    render_items = render.plan_render_items(
-        found.files, render_settings.soundfonts, render_settings.transpose, render_params
-    )
-    normalize_items = normalize.plan_normalize_items(render_items, loudness_params)
+    render_items = render.plan_render_items(found.files, render_settings)
+    normalize_items = normalize.plan_normalize_items(render_items, loudness_settings)
     logger.info(
         "%d MIDI files (%d duplicates skipped) -> %d renderings into %s",
         len(found.files), len(found.duplicates), len(render_items), store.root,
@@ -86,7 +74,10 @@ def build_midi_dataset(
         store_root=store.root,
         name=name,
         stage=normalize.STAGE,
-        params={"render": render_params.to_dict(), "loudness": loudness_params.to_dict(),
+        # The record's "render" has always been the untransposed rendering's key input, with the
+        # shifts listed beside it.
+        params={"render": render_settings.item_key_params(transpose=0),
+                "loudness": loudness_settings.model_dump(mode="json"),
                 "transpose": sorted(set(render_settings.transpose))},
         outcomes=attempted,
         failures=failures,

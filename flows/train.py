@@ -3,7 +3,7 @@
 Only wiring lives here; planning, the resumable run and publishing are in `tasks/train/gan.py`.
 Asking for the same training again trains nothing (the finished checkpoint is in the store); a
 run that was killed continues from its last checkpoint. The deployments run these on the `gpu`
-pool and hold the `gpu` global concurrency limit while training (`TrainingSettings.concurrency_limit`).
+pool and hold the `gpu` global concurrency limit while training (`GanTrainingParams.concurrency_limit`).
 """
 
 from __future__ import annotations
@@ -15,35 +15,29 @@ from typing import TYPE_CHECKING
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
-from flows.params import RunSettings, TrainingSettings
 from musika_model.devices import select_device
 from tasks.pipeline.models import StoredModel, resolve_model
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import code_version
 from tasks.store import ArtifactStore
 from tasks.train import gan as training
+from tasks.train.params import GanTrainingParams
 
 if TYPE_CHECKING:
     from musika_model.config import GanConfig
     from musika_model.train_config import TrainConfig
 
 DEFAULT_RUN = RunSettings()
-PRETRAIN_DEFAULTS = TrainingSettings(preset="piano_pretrain")
-FINETUNE_DEFAULTS = TrainingSettings(preset="finetune_recordings")
-_CONFIG_FIELDS = {"base_channels", "small", "lr_phases", "batch_size", "iterations_per_epoch", "save_every",
-                  "keep_checkpoints", "seed", "max_rollbacks", "collapse_as_divergence", "mixed_precision",
-                  "mixed_precision_dtype", "xla"}
+PRETRAIN_DEFAULTS = GanTrainingParams(preset="piano_pretrain")
+FINETUNE_DEFAULTS = GanTrainingParams(preset="finetune_recordings")
 
 
-def _overrides(settings: TrainingSettings) -> dict:
-    return settings.model_dump(include=_CONFIG_FIELDS, exclude_none=True)
-
-
-def checked_config(settings: TrainingSettings, parent_gan: GanConfig | None = None) -> TrainConfig:
+def checked_config(settings: GanTrainingParams, parent_gan: GanConfig | None = None) -> TrainConfig:
     """The run's TrainConfig, once `settings.device` is applied and a preset meant for a GPU is
     refused when there is none (unless `settings.allow_cpu`). Runs before any network is built;
     the CLI calls it before Prefect starts, too. Device and allow_cpu stay out of the config
     (and so out of the run key): they say where a run goes, not what it computes."""
-    config = training.train_config(settings.preset, _overrides(settings), parent_gan)
+    config = training.train_config(settings.preset, settings.config_overrides(), parent_gan)
     select_device(settings.device)
     training.refuse_cpu_training(settings.preset, config, settings.allow_cpu)
     return config
@@ -58,7 +52,7 @@ def parent_networks(store: ArtifactStore, parent: str) -> tuple[StoredModel, Gan
     return model, read_checkpoint_info(parent_dir, verify_hashes=False).gan
 
 
-def _train(store: ArtifactStore, plan: training.TrainingPlan, settings: TrainingSettings) -> dict:
+def _train(store: ArtifactStore, plan: training.TrainingPlan, settings: GanTrainingParams) -> dict:
     runs_dir = Path(settings.runs_dir) if settings.runs_dir else training.default_runs_dir(store)
     run_dir = training.run_dir_of(runs_dir, plan)
     limit = settings.concurrency_limit
@@ -73,7 +67,7 @@ def _train(store: ArtifactStore, plan: training.TrainingPlan, settings: Training
 def pretrain(
     datasets: list[str],
     name: str,
-    settings: TrainingSettings = PRETRAIN_DEFAULTS,
+    settings: GanTrainingParams = PRETRAIN_DEFAULTS,
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Train model `name` on `datasets` (latents versions, `NAME[@V][:WEIGHT]`)."""
@@ -91,7 +85,7 @@ def finetune(
     datasets: list[str],
     name: str | None = None,
     replay: float = 0.0,
-    settings: TrainingSettings = FINETUNE_DEFAULTS,
+    settings: GanTrainingParams = FINETUNE_DEFAULTS,
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Fine-tune model `parent` (NAME or NAME@V; trained here or imported) on `datasets`, mixing in

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.params import AutoencoderTrainingSettings, RunSettings
 from musika_model.config import AutoencoderConfig
 from tasks.pipeline.batching import ItemOutcome
 from tasks.pipeline.models import AUTOENCODER_ITEM
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
 from tasks.train import autoencoder
+from tasks.train.params import AutoencoderTrainingParams
 
-DEFAULT_SETTINGS, DEFAULT_RUN = AutoencoderTrainingSettings(), RunSettings()
+DEFAULT_SETTINGS, DEFAULT_RUN = AutoencoderTrainingParams(), RunSettings()
 
 
 @flow(
@@ -30,7 +31,7 @@ DEFAULT_SETTINGS, DEFAULT_RUN = AutoencoderTrainingSettings(), RunSettings()
 def train_autoencoder_flow(
     dataset: str,
     name: str | None = None,
-    settings: AutoencoderTrainingSettings = DEFAULT_SETTINGS,
+    settings: AutoencoderTrainingParams = DEFAULT_SETTINGS,
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Train on `dataset` (NAME or NAME@V) and publish a version of model `name` (default
@@ -38,14 +39,7 @@ def train_autoencoder_flow(
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     source = store.resolve(dataset)
-    training = autoencoder.training_config(
-        settings.preset,
-        stage1_steps=settings.stage1_steps,
-        stage2_steps=settings.stage2_steps,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-    )
+    training = autoencoder.training_config(settings.preset, **settings.training_overrides())
     plan = autoencoder.plan_training(
         store, source, AutoencoderConfig.tiny(settings.width_divisor), training, settings.max_items
     )

@@ -18,25 +18,12 @@ from collections.abc import Iterator
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.audio_dataset import (
-    by_parent,
-    check_path_bounds,
-    loudness_params,
-    path_params,
-    quality_params,
-    segment_filter_normalize,
-    segment_params,
-)
-from flows.params import (
-    CrawlSettings,
-    LoudnessSettings,
-    QualitySettings,
-    RunSettings,
-    SegmentSettings,
-)
+from flows.audio_dataset import by_parent, check_path_bounds, path_params, segment_filter_normalize
 from tasks.download import stage as download
-from tasks.download.core import CrawlParams, expand_sources
+from tasks.download.core import expand_sources
+from tasks.download.params import CrawlParams
 from tasks.normalize import stage as normalize
+from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.batching import (
     ItemOutcome,
     StageFailed,
@@ -46,25 +33,29 @@ from tasks.pipeline.batching import (
     partition,
 )
 from tasks.pipeline.caching import batch_outcomes, submit_batch
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
+from tasks.quality.params import QualityParams
 from tasks.segment import stage as segment
-from tasks.store import ArtifactStore, DatasetNotFoundError
+from tasks.segment.params import SegmentParams
+from tasks.store import ArtifactStore, CorruptVersionError
 
-DEFAULT_CRAWL, DEFAULT_SEGMENT, DEFAULT_QUALITY = CrawlSettings(), SegmentSettings(), QualitySettings()
-DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessSettings(), RunSettings()
+DEFAULT_CRAWL, DEFAULT_SEGMENT, DEFAULT_QUALITY = CrawlParams(), SegmentParams(), QualityParams()
+DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessParams(), RunSettings()
 _DURATION_REASONS = ("too_short", "too_long")
-
-
-def crawl_params(settings: CrawlSettings) -> CrawlParams:
-    return CrawlParams(**settings.model_dump())
+_CRAWL_RECORD = {"max_items", "min_duration_s", "max_duration_s"}
+"""The crawl settings a dataset version records: those that decide which videos it holds."""
 
 
 def _previous_lineage(store: ArtifactStore, name: str) -> list:
-    """The sources recorded by the latest version of `name` ([] for a new dataset)."""
-    try:
-        return store.resolve(name).lineage.sources
-    except DatasetNotFoundError:
-        return []
+    """The sources recorded by the newest readable version of `name` ([] for a new dataset). An
+    unreadable version file is passed over, as publishing passes over it."""
+    for number in reversed(store.version_numbers(name)):
+        try:
+            return store.read_version(name, number).lineage.sources
+        except CorruptVersionError:
+            continue
+    return []
 
 
 @flow(
@@ -76,25 +67,21 @@ def _previous_lineage(store: ArtifactStore, name: str) -> list:
 def refresh_youtube_dataset(
     name: str,
     sources: list[str],
-    crawl_settings: CrawlSettings = DEFAULT_CRAWL,
-    segment_settings: SegmentSettings = DEFAULT_SEGMENT,
-    quality_settings: QualitySettings = DEFAULT_QUALITY,
-    loudness_settings: LoudnessSettings = DEFAULT_LOUDNESS,
+    crawl_settings: CrawlParams = DEFAULT_CRAWL,
+    segment_settings: SegmentParams = DEFAULT_SEGMENT,
+    quality_settings: QualityParams = DEFAULT_QUALITY,
+    loudness_settings: LoudnessParams = DEFAULT_LOUDNESS,
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Publish the next version of `name` from video, playlist and channel URLs, search queries
     (`ytsearch10:...`) and files listing them; unchanged videos are reused, not fetched again."""
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
-    params = crawl_params(crawl_settings)
-    download.validate_crawl_setup(params)
+    download.validate_crawl_setup(crawl_settings)
     wanted = expand_sources(sources)
-    cut_params = segment_params(segment_settings)
-    filters = quality_params(quality_settings)
-    levels = loudness_params(loudness_settings)
     remembered = download.remembered_entries(_previous_lineage(store, name), wanted)
 
-    listings = download.list_sources(wanted, params)
+    listings = download.list_sources(wanted, crawl_settings)
     entries = download.merge_entries(wanted, listings, remembered)
     origin = {entry.item_id: source for source, listed in entries.items() for entry in listed}
     listing_failures = [listing.failure for listing in listings if listing.failure is not None]
@@ -103,11 +90,11 @@ def refresh_youtube_dataset(
         raise StageFailed(f"crawl: no video found in {len(wanted)} sources ({reasons})")
 
     download_items, out_of_bounds = download.plan_download_items(
-        [entry for listed in entries.values() for entry in listed], params)
+        [entry for listed in entries.values() for entry in listed], crawl_settings)
     plan_items = segment.plan_recording_items(
         [(item.item_id, item.key, {"metadata": download.METADATA_FILE, "source": origin[item.item_id]})
          for item in download_items],
-        cut_params,
+        segment_settings,
     )
     plan_for = {item.inputs[0]: item for item in plan_items}
     logger.info("%d videos from %d sources (%d remembered from the last version, %d out of the duration bounds)",
@@ -118,13 +105,12 @@ def refresh_youtube_dataset(
     def downloaded_batches() -> Iterator[tuple[list[WorkItem], list[ItemOutcome]]]:
         for batch in partition(download_items, run.batch_size):
             fetched = submit_batch(download.download_batch, store, batch, run.retry_failed, store_root=store.root,
-                                   params=params)
-            outcomes = download.apply_duration_bounds(batch_outcomes(fetched), params)
+                                   params=crawl_settings)
+            outcomes = download.apply_duration_bounds(batch_outcomes(fetched), crawl_settings)
             downloads.extend(outcomes)
             yield [plan_for[item.key] for item in batch], outcomes
 
-    outcomes = segment_filter_normalize(store, downloaded_batches(), filters,
-                                        quality_settings.deduplicate, levels, run)
+    outcomes = segment_filter_normalize(store, downloaded_batches(), quality_settings, loudness_settings, run)
     fetch_attempted = [o for o in downloads if o.reason not in _DURATION_REASONS]
     check_failure_bound("download", fetch_attempted, run.max_failure_ratio)
     check_path_bounds(outcomes, run.max_failure_ratio)
@@ -134,9 +120,8 @@ def refresh_youtube_dataset(
         store_root=store.root,
         name=name,
         stage=normalize.STAGE,
-        params={"crawl": {"max_items": params.max_items, "min_duration_s": params.min_duration_s,
-                          "max_duration_s": params.max_duration_s},
-                "download": download.download_params(params),
+        params={"crawl": crawl_settings.model_dump(mode="json", include=_CRAWL_RECORD),
+                "download": download.download_params(crawl_settings),
                 **path_params(segment_settings, quality_settings, loudness_settings)},
         outcomes=outcomes.attempted()["normalize"],
         failures=failures,

@@ -1,20 +1,22 @@
 """`musika-piano evaluate CHECKPOINT [CHECKPOINT...] --reference DATASET`: the evaluate flow.
 
-Registered by `flows/cli/commands.py` through `add_parser`; `USER_ERRORS` are the errors it prints as
-one line with exit code 2. The flow (Prefect, librosa, TensorFlow) is imported only when the
-command runs.
+The flow (Prefect, librosa, TensorFlow) is imported only when the command runs; its input errors
+(a ref that is no model, a base_channels mismatch, a reference without readable items) are among
+the stages' user errors (`flows.cli.commands.is_user_error`).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from musika_model.checkpoints import CheckpointMismatchError
-from tasks.pipeline.batching import StageFailed
-from tasks.pipeline.models import NotAModelError
+from flows.cli.options import JsonFlag, StoreRoot, cli_model, emit, panel, params
+from tasks.evaluate.params import EvaluateParams
+from tasks.pipeline.params import RunSettings
+
+EvaluateFlags = cli_model(EvaluateParams)
+Evaluation = Annotated[EvaluateFlags, panel("Evaluation (EvaluateParams)", 1)]
+DEFAULT_SETTINGS = EvaluateFlags()
 
 _COLUMNS = (
     ("kind", "kind", 9),
@@ -59,40 +61,24 @@ def _human(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from flows.evaluate import EvaluateSettings, evaluate
-    from flows.params import RunSettings
+def evaluate_command(checkpoints: list[str], /, *, reference: str, name: str | None = None,
+                     settings: Evaluation = DEFAULT_SETTINGS,
+                     store: StoreRoot = None, as_json: JsonFlag = False) -> int:
+    """Measure checkpoints' samples (loudness, silence, beeps, tempo, onsets, Fréchet distance) next
+    to their training data.
 
-    settings = EvaluateSettings(samples=args.samples, seconds=args.seconds, seed=args.seed,
-                                truncation=args.truncation, reference_items=args.reference_items,
-                                segment_lengths=args.segment_lengths, base_channels=args.base_channels)
-    result = evaluate(checkpoints=args.checkpoints, reference=args.reference, name=args.name,
-                      settings=settings, run=RunSettings(store=args.store))
-    print(json.dumps(result, indent=2, sort_keys=True, default=str) if args.json else _human(result))
+    Parameters
+    ----------
+    checkpoints
+        Model refs: NAME or NAME@VERSION.
+    reference
+        Dataset the models learned from: NAME or NAME@VERSION.
+    name
+        Evaluation name (default `eval-<reference name>`).
+    """
+    from flows.evaluate import evaluate
+
+    result = evaluate(checkpoints=checkpoints, reference=reference, name=name, settings=params(settings),
+                      run=RunSettings(store=store))
+    emit(as_json, result, _human)
     return 0
-
-
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Register `evaluate` on the CLI's subcommands (`common` adds --json)."""
-    command = commands.add_parser(
-        "evaluate", parents=[common],
-        help="measure checkpoints' samples (loudness, silence, beeps, tempo, onsets, Fréchet distance) "
-             "next to their training data",
-    )
-    command.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="model refs: NAME or NAME@VERSION")
-    command.add_argument("--reference", required=True, help="dataset the models learned from: NAME or NAME@VERSION")
-    command.add_argument("--name", help="evaluation name (default eval-<reference name>)")
-    command.add_argument("--samples", type=int, default=8, help="clips per checkpoint (1-64, default 8)")
-    command.add_argument("--seconds", type=float, default=10.0, help="clip length in s (default 10)")
-    command.add_argument("--seed", type=int, default=0, help="clip i uses seed + i (default 0)")
-    command.add_argument("--truncation", type=float, default=2.0, help="latent truncation bound (default 2)")
-    command.add_argument("--reference-items", type=int, default=16, help="reference items measured (default 16)")
-    command.add_argument("--segment-lengths", type=float, nargs="+", default=[2.0, 5.0, 10.0], metavar="S",
-                         help="crop lengths of the autoencoder round-trip error (default 2 5 10)")
-    command.add_argument("--base-channels", type=int, help="refuse checkpoints of another base_channels")
-    command.set_defaults(func=cmd_evaluate)
-
-
-USER_ERRORS: tuple[type[Exception], ...] = (NotAModelError, CheckpointMismatchError, StageFailed)
-"""Errors that mean "fix your input": one line, exit code 2 (StageFailed covers
-`tasks.evaluate.stage.NoUsableReference`: a reference without readable items)."""

@@ -43,6 +43,7 @@ from yt_dlp.utils import (
 )
 
 from musika_model.audio import AudioFileError, audio_info
+from tasks.download.params import CrawlParams, InvalidCrawlParams
 from tasks.pipeline.batching import ItemFailed
 from tasks.segment.core import clip_chapters
 
@@ -66,10 +67,6 @@ _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_NAME_MAX = 96
 TRUNCATION_TOLERANCE_S = 2.0
 """A file this much (or 2 %) shorter than the duration the site reported counts as truncated."""
-
-
-class InvalidCrawlParams(ValueError):
-    """A crawl option with an impossible value (negative sleep, min above max, missing cookies)."""
 
 
 class InvalidSource(ValueError):
@@ -142,70 +139,6 @@ class DownloadFailed(CrawlItemFailed):
 
     def __init__(self, message: str, reason: str = "download_error"):
         super().__init__(reason, message)
-
-
-@dataclass(frozen=True)
-class CrawlParams:
-    """Options of the crawl stage.
-
-    max_items: at most this many entries per listed source (None: all).
-    min_duration_s / max_duration_s: bounds on an item's duration (None: unbounded). Applied
-        before the download when the site reports a duration, and always on the downloaded file.
-    sleep_between_downloads_s: pause between the end of one download and the start of the
-        next in this process (sites block clients that fetch too fast).
-    retries: further attempts after a transient failure (HTTP 403/429/5xx, timeout, dropped
-        connection); attempt k waits ``min(retry_backoff_s * 2**k, retry_backoff_max_s)`` or
-        the server's Retry-After, whichever is longer (still capped).
-    socket_timeout_s: how long a connection may stay silent.
-    cookies_file: a Netscape cookies.txt for sites that need a login.
-    proxy: e.g. ``socks5://127.0.0.1:1080``; None uses the environment's settings.
-    audio_format: yt-dlp format selector for the stream to fetch.
-    """
-
-    max_items: int | None = None
-    min_duration_s: float | None = 30.0
-    max_duration_s: float | None = 4 * 3600.0
-    sleep_between_downloads_s: float = 3.0
-    retries: int = 3
-    retry_backoff_s: float = 5.0
-    retry_backoff_max_s: float = 120.0
-    socket_timeout_s: float = 30.0
-    cookies_file: str | None = None
-    proxy: str | None = None
-    audio_format: str = "bestaudio/best"
-
-    def __post_init__(self) -> None:
-        if self.max_items is not None and self.max_items < 1:
-            raise InvalidCrawlParams(f"max_items must be at least 1 or None, got {self.max_items}")
-        for name in ("min_duration_s", "max_duration_s"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise InvalidCrawlParams(f"{name} must be >= 0 or None, got {value}")
-        if (
-            self.min_duration_s is not None
-            and self.max_duration_s is not None
-            and self.min_duration_s > self.max_duration_s
-        ):
-            raise InvalidCrawlParams(
-                f"min_duration_s ({self.min_duration_s}) is above max_duration_s ({self.max_duration_s})"
-            )
-        for name in ("sleep_between_downloads_s", "retry_backoff_s", "retry_backoff_max_s"):
-            if getattr(self, name) < 0:
-                raise InvalidCrawlParams(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.retries < 0:
-            raise InvalidCrawlParams(f"retries must be >= 0, got {self.retries}")
-        if not self.socket_timeout_s > 0:
-            raise InvalidCrawlParams(f"socket_timeout_s must be > 0, got {self.socket_timeout_s}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def backoff_s(self, attempt: int, retry_after_s: float | None = None) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        wait = self.retry_backoff_s * 2.0**attempt
-        if retry_after_s is not None:
-            wait = max(wait, retry_after_s)
-        return min(wait, self.retry_backoff_max_s)
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,13 @@ from tasks.download.core import (
     SAMPLE_RATE,
     CrawlEntry,
     CrawlItemFailed,
-    CrawlParams,
-    InvalidCrawlParams,
     _base_options,
     _duration_rejection,
     download_audio,
     list_entries,
     new_entries,
 )
+from tasks.download.params import CrawlParams, InvalidCrawlParams
 from tasks.pipeline.batching import ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.pipeline.caching import STORE_OBJECTS
 from tasks.store import ArtifactStore, object_key

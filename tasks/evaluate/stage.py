@@ -49,6 +49,7 @@ from tasks.evaluate.metrics import (
     measure_clip,
     summarize,
 )
+from tasks.evaluate.params import EvaluateParams
 from tasks.pipeline.audio_io import single_audio_file
 from tasks.pipeline.batching import StageFailed
 from tasks.pipeline.models import StoredModel
@@ -68,18 +69,6 @@ Kind = Literal["reference", "model"]
 
 class NoUsableReference(StageFailed):
     """A reference dataset version without an item whose audio can be measured."""
-
-
-@dataclass(frozen=True)
-class EvalParams:
-    """The settings that decide what is measured (the flow's EvaluateSettings minus checks)."""
-
-    samples: int = 8
-    seconds: float = 10.0
-    truncation: float = 2.0
-    seed: int = 0
-    reference_items: int = 16
-    segment_lengths: tuple[float, ...] = (2.0, 5.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -120,13 +109,13 @@ def chosen_reference_items(reference: DatasetVersion, limit: int) -> list[Datase
     return sorted(reference.items, key=lambda item: item.item_id)[:limit]
 
 
-def plan_reference(reference: DatasetVersion, items: Sequence[DatasetItem], params: EvalParams) -> SubjectPlan:
+def plan_reference(reference: DatasetVersion, items: Sequence[DatasetItem], params: EvaluateParams) -> SubjectPlan:
     keys = tuple(item.key for item in items)
     return SubjectPlan(reference.ref, "reference", REFERENCE_STAGE,
                        {"subject": reference.ref, "seconds": params.seconds}, keys, reference_keys=keys)
 
 
-def plan_model(model: StoredModel, reference_keys: Sequence[str], params: EvalParams) -> SubjectPlan:
+def plan_model(model: StoredModel, reference_keys: Sequence[str], params: EvaluateParams) -> SubjectPlan:
     """A model with a gan is sampled (with its own autoencoder); one with an autoencoder is also
     measured on reconstructions of the reference items. NotAModelError subclasses say what is
     missing (a gan without an autoencoder cannot make audio)."""
@@ -255,7 +244,7 @@ def reconstruction_rows(
     return rows
 
 
-def generate_clips(generator: Any, autoencoder: Any, params: EvalParams, log: Any) -> list[np.ndarray]:
+def generate_clips(generator: Any, autoencoder: Any, params: EvaluateParams, log: Any) -> list[np.ndarray]:
     """One clip per seed seed + i, so a clip does not depend on how many are asked for."""
     from musika_model.generation import generate
 
@@ -270,8 +259,7 @@ def measure_model(
     store: ArtifactStore,
     plan: SubjectPlan,
     reference_items: Sequence[DatasetItem],
-    params: EvalParams,
-    base_channels: int | None,
+    params: EvaluateParams,
     out_dir: Path,
     log: Any,
 ) -> dict[str, Any]:
@@ -283,7 +271,7 @@ def measure_model(
     clips: list[dict[str, Any]] = []
     frames: list[np.ndarray] = []
     if plan.gan_key is not None:
-        generator = load_generator(store.root, plan.gan_key, base_channels)
+        generator = load_generator(store.root, plan.gan_key, params.base_channels)
         audio = generate_clips(generator, autoencoder, params, log)
         described = []
         for index, sample in enumerate(audio):
@@ -385,8 +373,7 @@ def evaluate_model(
     store_root: str,
     plan: SubjectPlan,
     reference_items: list[DatasetItem],
-    params: EvalParams,
-    base_channels: int | None,
+    params: EvaluateParams,
 ) -> dict[str, Any]:
     """Generate, reconstruct and measure one model into the store (or find it there)."""
     logger = get_run_logger()
@@ -396,5 +383,4 @@ def evaluate_model(
         logger.info("%s: %s", plan.subject, message)
 
     return _publish(store, plan, plan.subject,
-                    lambda out_dir: measure_model(store, plan, reference_items, params, base_channels,
-                                                               out_dir, log))
+                    lambda out_dir: measure_model(store, plan, reference_items, params, out_dir, log))

@@ -1,2 +1,2 @@
-"""Generate stage (store stage `generate`): stage.py keys, plans and stores samples of a stored
-model."""
+"""Generate stage (store stage `generate`): params.py is the request; stage.py keys, plans and
+stores samples of a stored model; spec.py declares the stage to tasks.pipeline.registry."""

@@ -14,6 +14,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from musika_model.audio import write_pcm16_wav
+from tasks.generate.params import GenerateParams
 from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.pipeline.models import StoredModel, load_autoencoder, load_generator
 from tasks.store import ArtifactStore, object_key
@@ -21,30 +22,15 @@ from tasks.store import ArtifactStore, object_key
 STAGE = "generate"
 STAGE_VERSION = 1
 SAMPLE_FILE = "sample.wav"
-MAX_SECONDS = 600.0
-MAX_SAMPLES = 256
 
 
-class InvalidGenerateRequest(ValueError):
-    """A length, count or truncation out of bounds."""
-
-
-def check_request(seconds: float, count: int, truncation: float) -> None:
-    if not 0.0 < seconds <= MAX_SECONDS:
-        raise InvalidGenerateRequest(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds:g}")
-    if not 1 <= count <= MAX_SAMPLES:
-        raise InvalidGenerateRequest(f"count must be between 1 and {MAX_SAMPLES}, got {count}")
-    if not 0.0 < truncation <= 10.0:
-        raise InvalidGenerateRequest(f"truncation must be in (0, 10], got {truncation:g}")
-
-
-def plan_samples(model: StoredModel, seconds: float, count: int, truncation: float, seed: int) -> list[WorkItem]:
+def plan_samples(model: StoredModel, request: GenerateParams) -> list[WorkItem]:
     """One item per sample, keyed by the model's two network objects and the sample's settings."""
     ae_key, _ = model.require_autoencoder()
     gan_key, _ = model.require_gan()
     items = []
-    for index in range(count):
-        params = {"seconds": float(seconds), "truncation": float(truncation), "seed": seed + index}
+    for index in range(request.count):
+        params = request.sample_key_params(index)
         items.append(WorkItem(f"sample-{index:03d}", object_key(STAGE, STAGE_VERSION, params, (gan_key, ae_key)),
                               (gan_key, ae_key), params, {"model": model.ref}))
     return items

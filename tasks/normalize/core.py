@@ -11,7 +11,7 @@ Only audio that went through the limiter is measured again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Literal
 
@@ -26,9 +26,9 @@ from musika_model.audio import (
     NonFiniteAudioError,
     to_stereo_float,
 )
+from tasks.normalize.params import PYLOUDNORM_MIN_SECONDS, LoudnessParams
 from tasks.pipeline.audio_io import amplitude_to_db
 
-PYLOUDNORM_MIN_SECONDS = 0.4  # one gating block; shorter input has no integrated loudness
 _BLOCK_STEP = 0.25  # gating blocks overlap by 75 %
 _ABSOLUTE_GATE_LUFS = -70.0
 _RELATIVE_GATE_LU = 10.0
@@ -67,66 +67,6 @@ class ItemRejected(Exception):
         super().__init__(f"{reason_code}: {message}")
         self.reason_code = reason_code
         self.message = message
-
-
-class InvalidLoudnessParams(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class LoudnessParams:
-    """Loudness target and what happens when reaching it would push peaks over the ceiling.
-
-    peak_policy:
-      - "limit" (default): after the gain, a transparent look-ahead peak limiter (5 ms ramps,
-        20 ms hold, driven by the 4x oversampled signal) keeps the true peak under
-        ``peak_ceiling_dbfs``; loudness is then re-measured and the gain corrected, so the
-        result stays within 0.5 LU of the target. Items that would need more than
-        ``max_limiting_db`` of gain reduction are rejected: that much limiting is audible.
-        Chosen as default because piano's peak-to-loudness ratio often exceeds the 19 dB that
-        -20 LUFS under -1 dBTP allows on its loudest chords; rejecting those would drop the
-        most dynamic pieces from a dataset.
-      - "reject": such items are rejected with the gain they need and the true peak it would
-        reach.
-    min_duration_s: shorter items are rejected (pyloudnorm needs >= 0.4 s).
-    max_gain_db: items needing more gain are near-silence and rejected.
-    silence_threshold_lufs: items quieter than this count as silent (BS.1770's absolute gate).
-    """
-
-    target_lufs: float = -20.0
-    peak_ceiling_dbfs: float = -1.0
-    peak_policy: Literal["limit", "reject"] = "limit"
-    min_duration_s: float = 1.0
-    max_gain_db: float = 40.0
-    max_limiting_db: float = 12.0
-    silence_threshold_lufs: float = -70.0
-
-    def __post_init__(self) -> None:
-        if self.peak_policy not in ("limit", "reject"):
-            raise InvalidLoudnessParams(
-                f"peak_policy must be 'limit' or 'reject', got {self.peak_policy!r}"
-            )
-        if not self.peak_ceiling_dbfs <= 0:
-            raise InvalidLoudnessParams(
-                f"peak_ceiling_dbfs must be <= 0 dBFS, got {self.peak_ceiling_dbfs}"
-            )
-        if not self.target_lufs < self.peak_ceiling_dbfs:
-            raise InvalidLoudnessParams(
-                f"target_lufs ({self.target_lufs}) must be below the peak ceiling "
-                f"({self.peak_ceiling_dbfs} dBFS)"
-            )
-        if not self.min_duration_s >= PYLOUDNORM_MIN_SECONDS:
-            raise InvalidLoudnessParams(
-                f"min_duration_s must be >= {PYLOUDNORM_MIN_SECONDS} s (one BS.1770 block), "
-                f"got {self.min_duration_s}"
-            )
-        if not self.max_gain_db > 0:
-            raise InvalidLoudnessParams(f"max_gain_db must be > 0, got {self.max_gain_db}")
-        if not self.max_limiting_db > 0:
-            raise InvalidLoudnessParams(f"max_limiting_db must be > 0, got {self.max_limiting_db}")
-
-    def to_dict(self) -> dict[str, float | str]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

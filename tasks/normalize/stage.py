@@ -16,11 +16,8 @@ from musika_model.audio import (
     read_audio,
     write_wav,
 )
-from tasks.normalize.core import (
-    ItemRejected,
-    LoudnessParams,
-    normalize_loudness,
-)
+from tasks.normalize.core import ItemRejected, normalize_loudness
+from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.audio_io import single_audio_file
 from tasks.pipeline.batching import ItemFailed, ItemOutcome, WorkItem, count_statuses, run_batch
 from tasks.pipeline.caching import STORE_OBJECTS
@@ -34,7 +31,7 @@ _UPSTREAM_STATS = ("notes", "note_density", "duration_s")
 
 def plan_normalize_items(upstream: Sequence[WorkItem], params: LoudnessParams) -> list[WorkItem]:
     """One normalize item per upstream item, keyed by the upstream object and the loudness settings."""
-    settings = params.to_dict()
+    settings = params.model_dump(mode="json")
     return [
         WorkItem(item.item_id, object_key(STAGE, STAGE_VERSION, settings, (item.key,)), (item.key,), settings,
                  dict(item.source))
@@ -55,7 +52,7 @@ def normalize_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[
     except ChannelLayoutError as error:
         raise ItemFailed("bad_shape", str(error)) from error
     try:
-        result = normalize_loudness(audio, sample_rate, LoudnessParams(**item.params))
+        result = normalize_loudness(audio, sample_rate, LoudnessParams.model_validate(item.params))
     except ItemRejected as rejected:
         raise ItemFailed(rejected.reason_code, rejected.message) from rejected
     write_wav(out_dir / NORMALIZED_AUDIO, result.audio, sample_rate)

@@ -4,12 +4,12 @@
 version into the store, attaches a keyed table artifact (statistics and the version's
 location) to the flow run, emits `musika.dataset.published` for deployment triggers, and writes
 the version's HTML report (`tasks.reports.report`) with a `report-<name>` link artifact.
+Publishing uses the reports, never the other way round (artifact keys are in artifact_keys.py).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +23,9 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.events import emit_event
 
+from tasks.pipeline.artifact_keys import artifact_key
 from tasks.pipeline.batching import ItemOutcome
+from tasks.reports.report import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion
 
 DATASET_PUBLISHED_EVENT = "musika.dataset.published"
@@ -106,11 +108,6 @@ def code_version() -> str:
             return "unknown"
 
 
-def artifact_key(name: str, kind: str = "dataset") -> str:
-    """`<kind>-<name>` as a Prefect artifact key (lowercase letters, digits and dashes only)."""
-    return f"{kind}-" + re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
-
-
 def _flatten(name: str, value: Any) -> list[dict[str, Any]]:
     if isinstance(value, Mapping):
         return [row for sub, inner in value.items() for row in _flatten(f"{name}.{sub}", inner)]
@@ -144,8 +141,6 @@ def publish_dataset_version(
 
     `sources`, when given, is a per-source breakdown (`summarize_sources`) kept in the stats.
     """
-    from tasks.reports.report import report_or_warn  # reports use this module's artifact keys
-
     logger = get_run_logger()
     store = ArtifactStore(store_root)
     kept = sorted((o for o in outcomes if o.ok), key=lambda o: o.item_id)

@@ -1,2 +1,3 @@
-"""Quality stages (store stage `quality`, failure stage `dedupe`): core.py measures segments and
-finds duplicates (no Prefect, no store); stage.py keys and stores the measurements."""
+"""Quality stages (store stage `quality`, failure stage `dedupe`): params.py is the quality
+settings; core.py measures segments and finds duplicates (no Prefect, no store); stage.py keys
+and stores the measurements; spec.py declares both stages to tasks.pipeline.registry."""

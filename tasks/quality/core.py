@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -40,6 +40,7 @@ from musika_model.audio import (
     to_stereo_float,
 )
 from tasks.pipeline.batching import ItemFailed
+from tasks.quality.params import QualityParams
 
 ANALYSIS_FRAME = 2048
 _ENERGY_FLOOR = 1e-12
@@ -63,10 +64,6 @@ _MIN_VOTES = 2
 _DEGENERATE_HASHES = frozenset({0, 0xFFFFFFFF})
 
 
-class InvalidQualityParams(ValueError):
-    """A threshold outside its meaningful range."""
-
-
 class QualityRejected(ItemFailed):
     """A segment that fails one or more filters; ``reason`` is the first, ``reasons`` all."""
 
@@ -81,56 +78,6 @@ class DuplicateItem(ItemFailed):
     def __init__(self, duplicate_of: str, message: str):
         super().__init__("duplicate", message)
         self.duplicate_of = duplicate_of
-
-
-@dataclass(frozen=True)
-class QualityParams:
-    """Thresholds of the quality filters (set a max to 1.0 / a min to 0 to disable one).
-
-    min_bandwidth_hz: 17 kHz flags the 16-17 kHz low-pass of 128 kb/s MP3 uploads and
-        passes 192 kb/s MP3, 128 kb/s AAC and Opus.
-    duplicate_max_ber: two aligned fingerprints match when at most this share of bits differ
-        (different audio differs in about half); duplicate_min_overlap_s: how long the match
-        must be (or 80 % of the shorter item, if that is shorter).
-    """
-
-    silence_rel_db: float = -40.0
-    silence_floor_dbfs: float = -70.0
-    max_silence_ratio: float = 0.5
-    clip_level: float = 0.999
-    clip_run: int = 3
-    max_clipping_ratio: float = 0.001
-    min_bandwidth_hz: float = 17000.0
-    bandwidth_cliff_db: float = 20.0
-    min_loudness_range_lu: float = 1.0
-    max_loudness_range_lu: float = 25.0
-    duplicate_max_ber: float = 0.25
-    duplicate_min_overlap_s: float = 20.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_silence_ratio", "max_clipping_ratio", "duplicate_max_ber"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InvalidQualityParams(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 < self.clip_level <= 1.0:
-            raise InvalidQualityParams(f"clip_level must be in (0, 1], got {self.clip_level}")
-        if self.clip_run < 1:
-            raise InvalidQualityParams(f"clip_run must be at least 1, got {self.clip_run}")
-        if self.silence_rel_db >= 0:
-            raise InvalidQualityParams(f"silence_rel_db must be negative, got {self.silence_rel_db}")
-        if self.bandwidth_cliff_db <= 0:
-            raise InvalidQualityParams(f"bandwidth_cliff_db must be positive, got {self.bandwidth_cliff_db}")
-        if self.min_loudness_range_lu > self.max_loudness_range_lu:
-            raise InvalidQualityParams(
-                f"min_loudness_range_lu ({self.min_loudness_range_lu}) is above "
-                f"max_loudness_range_lu ({self.max_loudness_range_lu})"
-            )
-        if self.duplicate_min_overlap_s <= 0:
-            raise InvalidQualityParams(
-                f"duplicate_min_overlap_s must be positive, got {self.duplicate_min_overlap_s}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,11 @@ from tasks.quality.core import (
     DuplicateItem,
     Fingerprint,
     FingerprintIndex,
-    QualityParams,
     QualityRejected,
     compute_fingerprint,
     evaluate_quality,
 )
+from tasks.quality.params import QualityParams
 from tasks.store import ArtifactStore, object_key
 
 # ---- the quality stage and deduplication: plan items, measure one segment, thin Prefect tasks -----
@@ -42,13 +42,12 @@ STAGE = "quality"
 STAGE_VERSION = 1
 DEDUPE_STAGE = "dedupe"
 FINGERPRINT_FILE = "fingerprint.bin"
-_DUPLICATE_SETTINGS = ("duplicate_max_ber", "duplicate_min_overlap_s")
 
 
 def plan_quality_items(segments: Sequence[WorkItem], params: QualityParams) -> list[WorkItem]:
     """One quality item per segment, keyed by the segment object and the measuring thresholds
-    (the duplicate settings are left out: they change no quality object)."""
-    settings = {name: value for name, value in params.to_dict().items() if name not in _DUPLICATE_SETTINGS}
+    (`QualityParams.measure_key_params`)."""
+    settings = params.measure_key_params()
     return [
         WorkItem(segment.item_id, object_key(STAGE, STAGE_VERSION, settings, (segment.key,)), (segment.key,),
                  settings, dict(segment.source))
@@ -66,7 +65,7 @@ def quality_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[st
         raise QualityRejected(["non_finite"], str(error)) from error
     except ChannelLayoutError as error:
         raise QualityRejected(["bad_shape"], str(error)) from error
-    report = evaluate_quality(audio, sample_rate, QualityParams(**item.params))
+    report = evaluate_quality(audio, sample_rate, QualityParams.model_validate(item.params))
     report.raise_if_rejected()
     (out_dir / FINGERPRINT_FILE).write_bytes(compute_fingerprint(audio, sample_rate).to_bytes())
     return {name: round(value, 6) if isinstance(value, float) else value for name, value in report.measurements.items()}

@@ -28,7 +28,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_SAMPLE_RATE = 44100
-DEFAULT_MAX_DURATION_S = 20 * 60.0
+from tasks.render.params import DEFAULT_GAIN, DEFAULT_SAMPLE_RATE, RenderParams
+
 DRUM_CHANNEL = 9
 DRUM_BANK = 128
 MIDI_CHANNELS = 16
@@ -91,81 +91,29 @@ class SilentRender(RenderError):
 
 
 class InvalidRenderParams(RenderError, ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class RenderParams:
-    """How a MIDI file becomes audio. ``to_dict()`` is part of the store key.
-
-    - force_piano: every melodic (non-drum) instrument plays program 0 (Acoustic Grand).
-    - transpose: semitones added to melodic notes (drums keep their keys: a drum key is an
-      instrument, not a pitch). Notes pushed outside 0..127 are DROPPED, not clamped: clamping
-      would pile them onto the edge key as wrong, repeated pitches.
-    - velocity_scale: every note velocity is multiplied, rounded and clamped to 1..127.
-    - gain: FluidSynth's ``synth.gain``; 0.4 keeps dense fortissimo piano (GM soundfonts) under
-      full scale, which matters because FluidSynth's int16 output clips hard.
-    - tail_seconds: at most this much audio is kept after the last note-off (the release and
-      reverb tail); trailing audio under ``silence_threshold_dbfs`` is then trimmed.
-    """
-
-    force_piano: bool = False
-    transpose: int = 0
-    velocity_scale: float = 1.0
-    sample_rate: int = DEFAULT_SAMPLE_RATE
-    gain: float = 0.4
-    tail_seconds: float = 3.0
-    silence_threshold_dbfs: float = -60.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.transpose, bool) or not isinstance(self.transpose, int):
-            raise InvalidRenderParams(
-                f"transpose must be an int (semitones), got {self.transpose!r}"
-            )
-        if not -127 <= self.transpose <= 127:
-            raise InvalidRenderParams(f"transpose must be within -127..127, got {self.transpose}")
-        if not self.velocity_scale > 0:
-            raise InvalidRenderParams(f"velocity_scale must be > 0, got {self.velocity_scale}")
-        if not 8000 <= self.sample_rate <= 96000:
-            raise InvalidRenderParams(
-                "sample_rate must be within 8000..96000 Hz (FluidSynth's range), "
-                f"got {self.sample_rate}"
-            )
-        if not 0 < self.gain <= 10:
-            raise InvalidRenderParams(f"gain must be within (0, 10], got {self.gain}")
-        if not self.tail_seconds >= 0:
-            raise InvalidRenderParams(f"tail_seconds must be >= 0, got {self.tail_seconds}")
-        if not self.silence_threshold_dbfs < 0:
-            raise InvalidRenderParams(
-                f"silence_threshold_dbfs must be < 0 dBFS, got {self.silence_threshold_dbfs}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    """Parameters a synth cannot use (another sample rate than its own); values out of bounds
+    are refused by `RenderParams` itself."""
 
 
 @dataclass(frozen=True)
 class RenderVariant:
-    """One (soundfont, params) combination to render every file of a dataset with."""
+    """One (soundfont, transposition) combination to render every file of a dataset with."""
 
     soundfont: Path
-    params: RenderParams
+    transpose: int
 
 
 def render_variants(
-    soundfonts: Sequence[str | Path],
-    transpositions: Sequence[int] = (0,),
-    base: RenderParams | None = None,
+    soundfonts: Sequence[str | Path], transpositions: Sequence[int] = (0,)
 ) -> Iterator[RenderVariant]:
     """Yield every (soundfont, transposition) combination, soundfont-major.
 
     Soundfont-major order lets a worker finish with one soundfont before the next is needed,
     so the synth cache holds one soundfont at a time.
     """
-    base_params = base or RenderParams()
     for soundfont in soundfonts:
         for semitones in transpositions:
-            yield RenderVariant(Path(soundfont), replace(base_params, transpose=int(semitones)))
+            yield RenderVariant(Path(soundfont), int(semitones))
 
 
 def default_soundfont() -> Path:
@@ -294,14 +242,14 @@ class _Score:
     music_end_sample: int  # sample of the last note-off
 
 
-def _build_score(midi: Any, params: RenderParams, midi_path: Path) -> _Score:
+def _build_score(midi: Any, params: RenderParams, transpose: int, midi_path: Path) -> _Score:
     plans = plan_channels(midi.instruments, params)
     rate = params.sample_rate
     rows: list[tuple[int, int, int, int, int]] = []
     for instrument, plan in zip(midi.instruments, plans):
         channel = plan.channel
         for note in instrument.notes:
-            pitch = int(note.pitch) + (0 if instrument.is_drum else params.transpose)
+            pitch = int(note.pitch) + (0 if instrument.is_drum else transpose)
             if not 0 <= pitch <= 127:
                 continue
             velocity = int(min(127, max(1, round(note.velocity * params.velocity_scale))))
@@ -322,7 +270,7 @@ def _build_score(midi: Any, params: RenderParams, midi_path: Path) -> _Score:
         for bend in instrument.pitch_bends:
             rows.append((round(bend.time * rate), _BEND, channel, int(bend.pitch), 0))
     if not any(row[1] == _NOTE_ON for row in rows):
-        detail = f" after transposing by {params.transpose} semitones" if params.transpose else ""
+        detail = f" after transposing by {transpose} semitones" if transpose else ""
         raise MidiHasNoNotes(f"{midi_path}: MIDI has no playable notes{detail}")
     events = np.array(rows, dtype=np.int64)
     events = events[np.lexsort((events[:, 1], events[:, 0]))]
@@ -331,7 +279,7 @@ def _build_score(midi: Any, params: RenderParams, midi_path: Path) -> _Score:
     return _Score(events, tuple(unique_channels.values()), int(note_offs[:, 0].max()))
 
 
-def load_midi(midi_path: str | Path, max_duration_s: float = DEFAULT_MAX_DURATION_S) -> Any:
+def load_midi(midi_path: str | Path, max_duration_s: float) -> Any:
     """Parse a MIDI file with pretty_midi and check it has notes and a bounded duration.
 
     Raises MidiFileNotFound, MidiParseError (naming the file and the parser's error),
@@ -377,7 +325,7 @@ class SoundfontSynth:
         self.soundfont_path = _existing_soundfont(soundfont_path)
         self.sample_rate = int(sample_rate)
         self.renders = 0
-        self._synth = fluidsynth.Synth(gain=RenderParams.gain, samplerate=float(self.sample_rate))
+        self._synth = fluidsynth.Synth(gain=DEFAULT_GAIN, samplerate=float(self.sample_rate))
         self._sfid = self._synth.sfload(str(self.soundfont_path))
         if self._sfid < 0:
             self._synth.delete()
@@ -395,14 +343,15 @@ class SoundfontSynth:
         return self._synth.sfpreset_name(self._sfid, bank, program) is not None
 
     def render(
-        self, midi: Any, params: RenderParams, midi_path: str | Path = "<midi>"
+        self, midi: Any, params: RenderParams, midi_path: str | Path = "<midi>", transpose: int = 0
     ) -> np.ndarray:
-        """Render a parsed PrettyMIDI to (n, 2) float32 in [-1, 1] at ``self.sample_rate``."""
+        """Render a parsed PrettyMIDI, shifted by ``transpose`` semitones, to (n, 2) float32 in
+        [-1, 1] at ``self.sample_rate``."""
         if params.sample_rate != self.sample_rate:
             raise InvalidRenderParams(
                 f"this synth runs at {self.sample_rate} Hz, params ask for {params.sample_rate} Hz"
             )
-        score = _build_score(midi, params, Path(midi_path))
+        score = _build_score(midi, params, transpose, Path(midi_path))
         self._reset()
         self._synth.setting("synth.gain", float(params.gain))
         for plan in score.channels:
@@ -591,16 +540,17 @@ def render_midi(
     soundfont_path: str | Path | None = None,
     params: RenderParams | None = None,
     *,
-    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    transpose: int = 0,
 ) -> np.ndarray:
-    """Render one MIDI file to (n, 2) float32 audio at ``params.sample_rate``.
+    """Render one MIDI file, shifted by ``transpose`` semitones, to (n, 2) float32 audio at
+    ``params.sample_rate``.
 
-    ``soundfont_path`` defaults to ``default_soundfont()``. ``max_duration_s`` is not a render
-    parameter (it changes no output, so it stays out of the store key): longer MIDI is rejected
-    with MidiTooLong before any rendering. Every failure is a RenderError subclass.
+    ``soundfont_path`` defaults to ``default_soundfont()``. MIDI longer than
+    ``params.max_midi_minutes`` is rejected with MidiTooLong before any rendering. Every failure
+    is a RenderError subclass.
     """
     render_params = params or RenderParams()
     soundfont = _existing_soundfont(soundfont_path or default_soundfont())
-    midi = load_midi(midi_path, max_duration_s)
+    midi = load_midi(midi_path, render_params.max_midi_minutes * 60.0)
     synth = get_synth(soundfont, render_params.sample_rate)
-    return synth.render(midi, render_params, midi_path)
+    return synth.render(midi, render_params, midi_path, transpose)

@@ -20,7 +20,6 @@ from tasks.render.core import (
     MidiParseError,
     MidiTooLong,
     RenderError,
-    RenderParams,
     SilentRender,
     _import_fluidsynth,
     default_soundfont,
@@ -29,6 +28,7 @@ from tasks.render.core import (
     render_variants,
     soundfont_digest,
 )
+from tasks.render.params import RenderParams
 from tasks.store import ArtifactStore, object_key
 
 STAGE = "render"
@@ -50,45 +50,42 @@ def _variant_suffix(soundfont: Path, transpose: int, several_fonts: bool, severa
     return suffix + (f"#t={transpose:+d}" if several_shifts or transpose else "")
 
 
-def plan_render_items(
-    files: Sequence[SourceFile],
-    soundfonts: Sequence[str | Path],
-    transpositions: Sequence[int],
-    base: RenderParams,
-) -> list[WorkItem]:
-    """One work item per (file, soundfont, transposition), keyed by the MIDI and soundfont contents.
+def plan_render_items(files: Sequence[SourceFile], params: RenderParams) -> list[WorkItem]:
+    """One work item per (file, soundfont, transposition) of `params`, keyed by the MIDI and
+    soundfont contents and `params.item_key_params`.
 
     Checks FluidSynth and every soundfont first, so a missing library or a mistyped soundfont
     path stops the run before anything is rendered.
     """
     _import_fluidsynth()
-    fonts = [Path(font) for font in soundfonts] or [default_soundfont()]
+    fonts = [Path(font) for font in params.soundfonts] or [default_soundfont()]
     digests = {font: soundfont_digest(font) for font in fonts}
-    several_fonts, several_shifts = len(fonts) > 1, len(set(transpositions)) > 1
+    several_fonts, several_shifts = len(fonts) > 1, len(set(params.transpose)) > 1
     items = []
-    for variant in render_variants(fonts, sorted(set(transpositions)) or [0], base):
+    for variant in render_variants(fonts, sorted(set(params.transpose)) or [0]):
         font_digest = digests[variant.soundfont]
-        params = variant.params.to_dict()
-        suffix = _variant_suffix(variant.soundfont, variant.params.transpose, several_fonts, several_shifts)
+        key_params = params.item_key_params(variant.transpose)
+        suffix = _variant_suffix(variant.soundfont, variant.transpose, several_fonts, several_shifts)
         for file in files:
             inputs = (file.digest, font_digest)
             items.append(WorkItem(
                 item_id=file.name + suffix,
-                key=object_key(STAGE, STAGE_VERSION, params, inputs),
+                key=object_key(STAGE, STAGE_VERSION, key_params, inputs),
                 inputs=inputs,
-                params=params,
+                params=key_params,
                 source={"midi": file.name, "path": str(file.path), "soundfont": str(variant.soundfont),
-                        "soundfont_digest": font_digest, "transpose": variant.params.transpose},
+                        "soundfont_digest": font_digest, "transpose": variant.transpose},
             ))
     return items
 
 
 def render_item(item: WorkItem, out_dir: Path, max_duration_s: float) -> dict[str, Any]:
     """Render one planned item to `out_dir/audio.flac`; per-item problems become `ItemFailed`."""
-    params = RenderParams(**item.params)
+    params, transpose = RenderParams.from_item_params(item.params)
     try:
         midi = load_midi(item.source["path"], max_duration_s)
-        audio = get_synth(item.source["soundfont"], params.sample_rate).render(midi, params, item.source["path"])
+        synth = get_synth(item.source["soundfont"], params.sample_rate)
+        audio = synth.render(midi, params, item.source["path"], transpose)
     except tuple(_ITEM_REASONS) as error:
         raise ItemFailed(_ITEM_REASONS[type(error)], str(error)) from error
     write_pcm16_flac(out_dir / RENDERED_AUDIO, audio, params.sample_rate)

@@ -35,20 +35,14 @@ from musika_model.audio import (
     read_audio_window,
     write_wav,
 )
-from musika_model.config import SAMPLE_RATE, SAMPLES_PER_LATENT, GanConfig
 from tasks.pipeline.batching import ItemFailed
+from tasks.segment.params import SegmentParams
 
-GAN_WINDOW_S = GanConfig().latent_length * SAMPLES_PER_LATENT / SAMPLE_RATE
-"""23.78 s: one GAN training window; no segment may be shorter."""
 DEFAULT_BLOCK_FRAMES = 1 << 16
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENERGY_FLOOR = 1e-12  # -120 dB: keeps log10 finite on digital silence
 
 Method = Literal["chapter", "silence", "window", "merged"]
-
-
-class InvalidSegmentParams(ValueError):
-    """Segment bounds or thresholds that cannot all hold."""
 
 
 class SegmentationFailed(ItemFailed):
@@ -156,59 +150,6 @@ def clip_chapters(
             continue
         clipped.append(Chapter(title, start, end))
     return clipped, issues
-
-
-@dataclass(frozen=True)
-class SegmentParams:
-    """Segment bounds and how silences and cuts are found.
-
-    silence_rel_db / silence_floor_dbfs: a 50 ms frame is silent when its RMS is more than
-        ``-silence_rel_db`` dB under the recording's loud level (95th percentile frame), or
-        under ``silence_floor_dbfs`` whatever the level.
-    min_gap_s: silence at least this long separates two pieces.
-    gap_padding_s: silence kept before and after each piece.
-    cut_search_s: a chapter mark or window cut moves to the quietest frame within this
-        distance (the nearest one among equally quiet frames).
-    sample_rate: rate of the segments produced (the source is resampled when it differs).
-    """
-
-    min_segment_s: float = 30.0
-    max_segment_s: float = 120.0
-    silence_rel_db: float = -40.0
-    silence_floor_dbfs: float = -70.0
-    min_gap_s: float = 1.0
-    gap_padding_s: float = 0.25
-    cut_search_s: float = 3.0
-    frame_s: float = 0.05
-    sample_rate: int = SAMPLE_RATE
-
-    def __post_init__(self) -> None:
-        if self.min_segment_s < GAN_WINDOW_S:
-            raise InvalidSegmentParams(
-                f"min_segment_s must be at least one GAN window ({GAN_WINDOW_S:.2f} s), "
-                f"got {self.min_segment_s}"
-            )
-        if self.max_segment_s < 2 * self.min_segment_s:
-            raise InvalidSegmentParams(
-                f"max_segment_s ({self.max_segment_s}) must be at least twice min_segment_s "
-                f"({self.min_segment_s}) so any long stretch splits into in-bound windows"
-            )
-        if self.silence_rel_db >= 0:
-            raise InvalidSegmentParams(f"silence_rel_db must be negative, got {self.silence_rel_db}")
-        if not 0 < self.frame_s <= 0.5:
-            raise InvalidSegmentParams(f"frame_s must be in (0, 0.5] s, got {self.frame_s}")
-        if self.gap_padding_s < 0 or self.min_gap_s < 2 * self.gap_padding_s:
-            raise InvalidSegmentParams(
-                f"need 0 <= 2 * gap_padding_s <= min_gap_s, got gap_padding_s={self.gap_padding_s}, "
-                f"min_gap_s={self.min_gap_s}"
-            )
-        if self.cut_search_s < 0:
-            raise InvalidSegmentParams(f"cut_search_s must be >= 0, got {self.cut_search_s}")
-        if self.sample_rate <= 0:
-            raise InvalidSegmentParams(f"sample_rate must be positive, got {self.sample_rate}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

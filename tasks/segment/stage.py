@@ -20,11 +20,11 @@ from tasks.pipeline.batching import ItemOutcome, WorkItem, count_statuses, run_b
 from tasks.pipeline.caching import STORE_OBJECTS
 from tasks.segment.core import (
     PlannedSegment,
-    SegmentParams,
     SegmentPlan,
     iter_segment_audio,
     plan_file,
 )
+from tasks.segment.params import SegmentParams
 from tasks.store import ArtifactStore, is_object_key, object_key
 
 # ---- the segment stages: one plan object per recording, one object per segment, thin Prefect tasks --
@@ -55,7 +55,7 @@ def plan_recording_items(
     """One plan item per recording: (parent id, input, provenance), where the input is the key of
     a download object (provenance may name ``metadata`` there) or a local file's digest (the
     provenance then names its ``path``)."""
-    settings = params.to_dict()
+    settings = params.model_dump(mode="json")
     return [
         WorkItem(parent_id, object_key(PLAN_STAGE, PLAN_STAGE_VERSION, settings, (input_ref,)), (input_ref,),
                  settings, {**provenance, "parent_id": parent_id})
@@ -81,7 +81,7 @@ def plan_item(store: ArtifactStore, item: WorkItem, out_dir: Path) -> dict[str, 
     """Plan one recording's segments into ``out_dir/plan.json``; failures are ``SegmentationFailed``."""
     input_ref = item.inputs[0]
     metadata = _recording_metadata(store, item.source, input_ref)
-    plan = plan_file(_recording_audio(store, item.source, input_ref), SegmentParams(**item.params),
+    plan = plan_file(_recording_audio(store, item.source, input_ref), SegmentParams.model_validate(item.params),
                      metadata.get("chapters") or ())
     parent = {name: item.source.get(name) for name in _PARENT_FIELDS}
     parent.update({name: metadata[name] for name in ("title", "uploader", "upload_date", "license") if name in metadata})

@@ -43,6 +43,10 @@ class ObjectManifest(_Record):
     files: dict[str, FileEntry]
     stats: dict[str, Any]
     extra: dict[str, Any]
+    input_objects: list[str] | None = None
+    """The inputs that were store objects when this one was published (an input may also be the
+    digest of a source file, which looks the same); None in manifests written before this field,
+    whose object inputs cannot be told apart."""
 
     @property
     def total_bytes(self) -> int:
@@ -76,6 +80,10 @@ class ObjectManifest(_Record):
                 files=files,
                 stats=dict(document.get("stats") or {}),
                 extra=dict(document.get("extra") or {}),
+                input_objects=(
+                    None if document.get("input_objects") is None
+                    else list(document["input_objects"])
+                ),
             )
         except (TypeError, ValueError) as error:
             raise CorruptManifestError(f"{where} is malformed: {error!r}") from None

@@ -329,6 +329,10 @@ class ObjectStore:
                 files=_hash_staged_files(staging.dir),
                 stats=canonical_value(staging.stats, f"stats of object {key}"),
                 extra=canonical_value(staging.extra, f"extra of object {key}"),
+                input_objects=[
+                    entry for entry in inputs
+                    if is_object_key(entry) and self._backend.exists(marker_rel(entry))
+                ],
             )
             write_file_durably(staging.dir / MANIFEST_NAME, json_bytes(manifest.to_dict()))
             write_file_durably(staging.dir / MARKER_NAME, json_bytes({"key": key}))

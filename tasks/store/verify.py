@@ -27,6 +27,14 @@ NOTHING_TO_REBUILD = "nothing has to be rebuilt (no dataset version needs it)"
 # ---------------------------------------------------------------------- who needs an object
 
 
+def object_inputs(manifest: ObjectManifest) -> list[str]:
+    """The inputs of an object that are store objects: as its manifest records them, or, in a
+    manifest older than that record, every input shaped like an object key."""
+    if manifest.input_objects is not None:
+        return manifest.input_objects
+    return [entry for entry in manifest.inputs if is_object_key(entry)]
+
+
 class _Needs:
     """Which dataset versions need an object: they list it, or list an object made from it
     (through the input keys objects record). Manifests are read once, when first needed."""
@@ -73,7 +81,7 @@ class _Needs:
             order[key] = None
             manifest = self.manifest(key) if self.marked(key) else None
             if manifest is not None:
-                pending.extend(entry for entry in manifest.inputs if is_object_key(entry))
+                pending.extend(object_inputs(manifest))
         return list(order)
 
     def versions_needing(self, key: str) -> list[DatasetVersion]:
@@ -214,8 +222,8 @@ def verify_store(
                     )
     for key in needs.reachable() if whole_store else list(checks):
         manifest = needs.manifest(key) if needs.marked(key) else None
-        for entry in manifest.inputs if manifest is not None else []:
-            if is_object_key(entry) and not needs.marked(entry):
+        for entry in (manifest.input_objects or []) if manifest is not None else []:
+            if not needs.marked(entry):
                 lacking.append(entry)
                 problems.append(
                     VerifyProblem(

@@ -1,2 +1,5 @@
-"""Training stages: gan.py (store stages `train-gan` and `gan-checkpoint`: plan, resumable run,
-checkpoints and their Prefect side) and autoencoder.py (store stage `train-autoencoder`)."""
+"""Training stages: params.py (the GAN and autoencoder training settings), gan.py (store stages
+`train-gan` and `gan-checkpoint`: plan, resumable run, checkpoints and their Prefect side),
+autoencoder.py (store stage `train-autoencoder`), report.py (with templates/report.html.j2: the
+report of a model version, stage `checkpoint`, whoever made it) and spec.py (the four stages, as
+tasks.pipeline.registry knows them)."""

@@ -31,6 +31,7 @@ from musika_model.codec import FORMAT_NAME
 from musika_model.config import SAMPLE_RATE, AutoencoderConfig
 from tasks.pipeline.audio_io import single_audio_file
 from tasks.store import ArtifactStore, DatasetVersion, object_key
+from tasks.train.params import AUTOENCODER_PRESETS
 
 if TYPE_CHECKING:
     from musika_model.codec import Autoencoder
@@ -45,20 +46,6 @@ EVAL_ITEMS = 2
 EVAL_SECONDS = 10.0
 """Only the first seconds of each evaluation item are encoded and decoded."""
 LOG_EVERY_PERCENT = 5
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # A few steps for tests; the high stage-2 rate makes the latents vary within 4 steps.
-    "tiny": {"stage1_steps": 2, "stage2_steps": 4, "batch_size": 2, "stage2_learning_rate": 1e-2},
-    # `musika-piano demo` on the bundled demo datasets: 30-40 s of training on 2 cores.
-    "demo": {
-        "stage1_steps": 240,
-        "stage2_steps": 120,
-        "batch_size": 2,
-        "stage2_learning_rate": 5e-4,
-    },
-    "full": {},
-}
-"""AeTrainingConfig fields per preset; "full" is the AeTrainingConfig defaults."""
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 """Called as (step, total steps, losses of that step)."""
@@ -126,12 +113,12 @@ class TrainedAutoencoder:
 
 def training_config(preset: str, **overrides: Any) -> AeTrainingConfig:
     """The preset's AeTrainingConfig with the given fields replaced (None leaves a field alone)."""
-    if preset not in PRESETS:
+    if preset not in AUTOENCODER_PRESETS:
         raise AutoencoderStageError(
-            f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+            f"unknown preset {preset!r}; choose one of {', '.join(AUTOENCODER_PRESETS)}"
         )
     chosen = {name: value for name, value in overrides.items() if value is not None}
-    return AeTrainingConfig(**{**PRESETS[preset], **chosen})
+    return AeTrainingConfig(**{**AUTOENCODER_PRESETS[preset], **chosen})
 
 
 def select_evenly(items: Sequence[TrainingItem], max_items: int | None) -> list[TrainingItem]:

@@ -3,7 +3,6 @@ the page itself in a headless Chromium (Playwright)."""
 
 from __future__ import annotations
 
-import argparse
 import re
 import socket
 from collections.abc import Iterator
@@ -12,8 +11,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from flows.app.listening import user_errors
 from flows.app.ui import launch_app, open_catalog
-from flows.cli import app as cli_app
+from flows.cli.commands import main
 from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.store import ArtifactStore
 from tests.helpers import write_official_tiny_model
@@ -124,22 +124,15 @@ def test_page_in_a_browser_generates_refuses_zero_seconds_and_refreshes_models(
     assert hosts == {app_url.split("/")[2]}  # nothing fetched from anywhere but the app
 
 
-def test_checkpoint_with_other_base_channels_stops_the_command_as_a_user_error(model_folder):
-    from musika_model.checkpoints import CheckpointMismatchError
-
+def test_checkpoint_with_other_base_channels_stops_the_command_as_a_user_error(model_folder, capsys):
     store, folder = model_folder
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--store")
-    cli_app.add_parser(parser.add_subparsers(), argparse.ArgumentParser(add_help=False))
-    args = parser.parse_args(["--store", store, "app", "--checkpoint", str(folder),
-                              "--base-channels", "32", "--no-browser"])
-    with pytest.raises(cli_app.USER_ERRORS) as caught:
-        args.func(args)
-    assert isinstance(caught.value, CheckpointMismatchError)
-    assert "base_channels=16" in str(caught.value) and "base_channels=32" in str(caught.value)
+    code = main(["--store", store, "app", "--checkpoint", str(folder), "--base-channels", "32", "--no-browser"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("musika-piano: ") and err.count("\n") == 1
+    assert "base_channels=16" in err and "base_channels=32" in err
 
 
 def test_autoencoder_without_checkpoint_is_refused(model_folder):
     store, _ = model_folder
-    with pytest.raises(cli_app.USER_ERRORS, match="go with --checkpoint FOLDER"):
+    with pytest.raises(user_errors(), match="go with --checkpoint FOLDER"):
         open_catalog(store, None, "tiny@1", None)

@@ -13,12 +13,14 @@ import pytest
 import soundfile as sf
 
 from flows.audio_dataset import build_audio_dataset
-from flows.params import QualitySettings, RunSettings, SegmentSettings
+from tasks.pipeline.params import RunSettings
+from tasks.quality.params import QualityParams
+from tasks.segment.params import SegmentParams
 from tasks.store import ArtifactStore
 from tests.helpers import audio_bytes, compilation, media_server, piano_like, run_cli
 
 PIECE_S = 26.0
-SEGMENTS = SegmentSettings(min_segment_s=24.0, max_segment_s=60.0)
+SEGMENTS = SegmentParams(min_segment_s=24.0, max_segment_s=60.0)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def test_recordings_folder_is_segmented_filtered_and_normalized(recordings, tmp_
     # Band-limited old recordings are wanted here: the 22.05 kHz file stops at 11 kHz.
     result = build_audio_dataset(
         name="mozart", sources=[str(recordings)], segment_settings=SEGMENTS,
-        quality_settings=QualitySettings(min_bandwidth_hz=0.0), run=RunSettings(store=str(store_root)),
+        quality_settings=QualityParams(min_bandwidth_hz=0.0), run=RunSettings(store=str(store_root)),
     )
     assert result["created"] and result["items"] == 4
     store = ArtifactStore(str(store_root))
@@ -79,14 +81,14 @@ def test_recordings_folder_is_segmented_filtered_and_normalized(recordings, tmp_
 
 def test_dataset_audio_cli_publishes_then_reports_unchanged(recordings, tmp_path):
     argv = ["--store", str(tmp_path / "store"), "dataset", "audio", str(recordings / "sonatas"), "--name", "cli-rec",
-            "--min-segment", "24", "--max-segment", "60"]
+            "--min-segment-s", "24", "--max-segment-s", "60"]
     code, out, _ = run_cli(*argv, "--json")
     first = json.loads(out)
     assert code == 0 and first["ref"] == "cli-rec@1" and first["items"] == 2 and first["failures"] == 0
     code, out, _ = run_cli(*argv)
     assert code == 0 and out.startswith("unchanged cli-rec@1: 2 segments, 0 dropped")
 
-    code, _, err = run_cli(*argv[:-4], "--min-segment", "10")
+    code, _, err = run_cli(*argv[:-4], "--min-segment-s", "10")
     assert code == 2 and err.startswith("musika-piano: ") and "GAN window" in err
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -100,8 +102,8 @@ def test_dataset_youtube_cli_publishes_a_direct_media_url(tmp_path):
     with media_server() as server:
         server.files["/media/piece.wav"] = (audio_bytes(compilation([piano_like(PIECE_S, 7)]), 44100), "audio/wav")
         argv = ["--store", str(tmp_path / "store"), "dataset", "youtube", server.url("/media/piece.wav"),
-                "--name", "cli-yt", "--min-segment", "24", "--max-segment", "60", "--sleep", "0", "--retries", "0",
-                "--max-items", "5"]
+                "--name", "cli-yt", "--min-segment-s", "24", "--max-segment-s", "60",
+                "--sleep-between-downloads-s", "0", "--retries", "0", "--max-items", "5"]
         code, out, err = run_cli(*argv, "--json")
         assert code == 0, err
         result = json.loads(out)

@@ -16,10 +16,10 @@ def test_dataset_midi_publishes_then_reports_unchanged(tmp_path):
     first = json.loads(out)
     assert code == 0 and first["ref"] == "cli-midi@1" and first["created"] and first["items"] == 2
 
-    code, out, _ = run_cli(*argv, "--lufs", "-20")
+    code, out, _ = run_cli(*argv, "--target-lufs", "-20")
     assert code == 0 and out.startswith("unchanged cli-midi@1: 2 items")
 
-    code, out, _ = run_cli(*argv, "--lufs", "-23")
+    code, out, _ = run_cli(*argv, "--target-lufs", "-23")
     assert code == 0 and out.startswith("published cli-midi@2")
 
 
@@ -28,6 +28,6 @@ def test_missing_soundfont_is_named_in_a_one_line_error(tmp_path):
     write_piano_midi(folder / "p.mid", seconds=2.0)
     missing = tmp_path / "nowhere" / "grand.sf2"
     code, _, err = run_cli("--store", str(tmp_path / "store"), "dataset", "midi", str(folder), "--name", "x",
-                        "--soundfont", str(missing))
+                        "--soundfonts", str(missing))
     assert code == 2
     assert err.startswith("musika-piano: ") and str(missing) in err

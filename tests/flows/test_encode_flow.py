@@ -13,7 +13,6 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.encode_dataset import encode_dataset
 from flows.midi_dataset import build_midi_dataset
-from flows.params import RunSettings
 from musika_model.codec import FRAME_OVERLAP, SAMPLES_PER_LATENT
 from musika_model.config import AutoencoderConfig
 from musika_model.networks import build_autoencoder
@@ -22,6 +21,7 @@ from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.encode.stage import LATENTS_FILE
 from tasks.pipeline.audio_io import single_audio_file
 from tasks.pipeline.models import NotAModelError
+from tasks.pipeline.params import RunSettings
 from tasks.store import ArtifactStore
 from tests.helpers import run_cli, write_piano_midi
 

@@ -15,13 +15,13 @@ import soundfile
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows.evaluate import EvaluateSettings, evaluate
+from flows.evaluate import evaluate
 from flows.midi_dataset import build_midi_dataset
-from flows.params import RunSettings
 from musika_model.checkpoints import CheckpointMismatchError
 from musika_model.official import AE_FILE_NAMES
 from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.evaluate.metrics import CLIP_METRICS, METRICS, measure_clip
+from tasks.evaluate.params import EvaluateParams
 from tasks.evaluate.stage import (
     EMBEDDING_FILE,
     METRICS_FILE,
@@ -30,10 +30,11 @@ from tasks.evaluate.stage import (
     measure_reference,
 )
 from tasks.pipeline.models import NotAModelError
+from tasks.pipeline.params import RunSettings
 from tasks.store import ArtifactStore, DatasetItem
 from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi
 
-SMALL = EvaluateSettings(samples=2, seconds=3.0, reference_items=2, segment_lengths=[2.0])
+SMALL = EvaluateParams(samples=2, seconds=3.0, reference_items=2, segment_lengths=[2.0])
 SMALL_FLAGS = ("--samples", "2", "--seconds", "3", "--reference-items", "2", "--segment-lengths", "2")
 
 

@@ -18,8 +18,8 @@ from prefect.client.schemas.filters import (
 )
 
 from flows.midi_dataset import build_midi_dataset
-from flows.params import RunSettings
 from tasks.pipeline.batching import StageFailed
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import artifact_key
 from tasks.render.core import render_midi
 from tasks.store import ArtifactStore

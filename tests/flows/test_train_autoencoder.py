@@ -13,11 +13,11 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows.encode_dataset import encode_dataset
 from flows.midi_dataset import build_midi_dataset
-from flows.params import RunSettings
-from flows.train_autoencoder import AutoencoderTrainingSettings, train_autoencoder_flow
+from flows.train_autoencoder import train_autoencoder_flow
 from musika_model.codec import CONFIG_FILE
 from tasks.encode.stage import LATENTS_FILE
 from tasks.pipeline.models import AUTOENCODER_ITEM, resolve_model
+from tasks.pipeline.params import RunSettings
 from tasks.store import ArtifactStore, DatasetNotFoundError
 from tasks.train.autoencoder import (
     HISTORY_FILE,
@@ -27,9 +27,10 @@ from tasks.train.autoencoder import (
     AutoencoderStageError,
     CollapsedAutoencoderError,
 )
+from tasks.train.params import AutoencoderTrainingParams
 from tests.helpers import publish_audio_dataset, publish_latents_dataset, write_piano_midi
 
-TINY = AutoencoderTrainingSettings(preset="tiny")
+TINY = AutoencoderTrainingParams(preset="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_trains_a_model_that_encodes_and_a_rerun_trains_nothing(prepared):
 
 
 def test_short_items_are_left_out_and_recorded(prepared):
-    level2_only = AutoencoderTrainingSettings(preset="tiny", stage1_steps=0)  # spares a trace
+    level2_only = AutoencoderTrainingParams(preset="tiny", stage1_steps=0)  # spares a trace
     result = train_autoencoder_flow(
         dataset="mixed",
         name="mixed-model",
@@ -141,14 +142,14 @@ def test_refused_inputs_publish_nothing(prepared):
         train_autoencoder_flow(dataset="crumbs", settings=TINY, run=run)
 
     objects_before = set(prepared.object_keys())
-    diverging = AutoencoderTrainingSettings(preset="tiny", learning_rate=1e6)
+    diverging = AutoencoderTrainingParams(preset="tiny", learning_rate=1e6)
     with pytest.raises(
         AutoencoderDivergedError,
         match=r"train-autoencoder on piano@1: stage1 step \d+: non-finite losses",
     ):
         train_autoencoder_flow(dataset="piano", name="nan-ae", settings=diverging, run=run)
     # Untrained networks: the level-2 latents of a fresh encoder barely move over time.
-    static = AutoencoderTrainingSettings(preset="tiny", stage1_steps=0, stage2_steps=0)
+    static = AutoencoderTrainingParams(preset="tiny", stage1_steps=0, stage2_steps=0)
     with pytest.raises(CollapsedAutoencoderError, match="static latents"):
         train_autoencoder_flow(dataset="piano", name="static-ae", settings=static, run=run)
     assert set(prepared.object_keys()) == objects_before

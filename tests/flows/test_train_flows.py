@@ -12,25 +12,27 @@ import pytest
 import soundfile
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from pydantic import ValidationError
 
 from flows.cli.commands import main
 from flows.encode_dataset import encode_dataset
 from flows.generate import generate_samples
 from flows.midi_dataset import build_midi_dataset
-from flows.params import RunSettings, TrainingSettings
 from flows.train import finetune, pretrain
 from musika_model.checkpoints import latest_checkpoint, read_checkpoint_info
 from musika_model.devices import gpu_visible
 from musika_model.training_data import LatentWidthError, SourceTooShortError
 from tasks.checkpoint_import.stage import import_official_checkpoint
-from tasks.generate.stage import SAMPLE_FILE, InvalidGenerateRequest
+from tasks.generate.stage import SAMPLE_FILE
 from tasks.pipeline.models import resolve_model
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import code_version
 from tasks.store import ArtifactStore
 from tasks.train import gan as training
+from tasks.train.params import GanTrainingParams
 from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi
 
-TINY = TrainingSettings(preset="tiny", publish_every=1)
+TINY = GanTrainingParams(preset="tiny", publish_every=1)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,7 @@ def test_pretrain_publishes_a_model_with_lineage_and_a_rerun_trains_nothing(late
 
 def test_a_killed_run_resumes_from_its_last_checkpoint_with_its_step(latents_store, tmp_path, caplog):
     store = latents_store
-    settings = TrainingSettings(preset="tiny", publish_every=1, seed=3, runs_dir=str(tmp_path))
+    settings = GanTrainingParams(preset="tiny", publish_every=1, seed=3, runs_dir=str(tmp_path))
     mixture = [training.resolve_latents(store, "a-latents", 1.0)]
     config = training.train_config("tiny", {"seed": 3})
     plan = training.plan_training(store, "resumed", config, mixture, code_version=code_version())
@@ -136,7 +138,7 @@ def test_finetune_from_an_imported_model_and_a_width_mismatch_is_refused_first(l
     store = latents_store
     run = RunSettings(store=store.root)
     with pytest.raises(training.TrainingInputError, match="base_channels=16.*base_channels=32"):
-        finetune(parent="tiny", datasets=["b-latents"], settings=TrainingSettings(preset="tiny", base_channels=32),
+        finetune(parent="tiny", datasets=["b-latents"], settings=GanTrainingParams(preset="tiny", base_channels=32),
                  run=run)
     assert "tiny-ft" not in {summary.name for summary in store.list_datasets()}
     result = finetune(parent="tiny", datasets=["b-latents"], replay=0.5, settings=TINY, run=run)
@@ -207,7 +209,7 @@ def test_generate_publishes_seeded_samples_and_reuses_them(latents_store, tmp_pa
     assert version.lineage.parents == ["tiny@1"]
     first_again = np.asarray(soundfile.read(store.local_path(version.items[0].key) / SAMPLE_FILE)[0])
     assert np.array_equal(first_again, audio)
-    with pytest.raises(InvalidGenerateRequest, match="seconds must be in"):
+    with pytest.raises(ValidationError, match="seconds"):
         generate_samples(model="tiny", seconds=0.0, run=run)
 
 
@@ -222,6 +224,6 @@ def test_cli_train_and_generate_print_where_things_are(latents_store, pretrained
     code, out, err = run_cli("--store", root, "generate", "gan", "--seconds", "1", "--count", "1", "--base-channels", "32")
     assert code == 2 and "base_channels=16" in err and "base_channels=32" in err
     err = io.StringIO()
-    with redirect_stderr(err), pytest.raises(SystemExit) as exited:
-        main(["--store", root, "train", "pretrain", "a-latents", "--name", "y", "--lr-phases", "1@x"])
-    assert exited.value.code == 2 and "'1@x' is not EPOCHS@LR" in err.getvalue()
+    with redirect_stderr(err):
+        assert main(["--store", root, "train", "pretrain", "a-latents", "--name", "y", "--lr-phases", "1@x"]) == 2
+    assert "'1@x' is not EPOCHS@LR" in err.getvalue()

@@ -16,21 +16,9 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from flows.audio_dataset import (
-    loudness_params,
-    quality_params,
-    segment_filter_normalize,
-    segment_params,
-)
-from flows.params import (
-    CrawlSettings,
-    LoudnessSettings,
-    QualitySettings,
-    RunSettings,
-    SegmentSettings,
-)
-from flows.youtube_dataset import refresh_youtube_dataset
-from tasks.download.core import CrawlParams
+from flows.audio_dataset import segment_filter_normalize
+from flows.youtube_dataset import _previous_lineage, refresh_youtube_dataset
+from tasks.download.params import CrawlParams
 from tasks.download.stage import (
     DOWNLOAD_STAGE,
     DOWNLOAD_STAGE_VERSION,
@@ -38,9 +26,13 @@ from tasks.download.stage import (
     download_params,
     video_digest,
 )
+from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.batching import StageFailed
+from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import artifact_key
+from tasks.quality.params import QualityParams
 from tasks.segment import stage as segment
+from tasks.segment.params import SegmentParams
 from tasks.store import ArtifactStore, object_key
 from tests.helpers import (
     audio_bytes,
@@ -57,8 +49,8 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the craw
 RATE = 44100
 PIECE_S = 26.0
 GAP_S = 2.0
-CRAWL = CrawlSettings(min_duration_s=None, sleep_between_downloads_s=0.0, retries=0, socket_timeout_s=1.0)
-SEGMENTS = SegmentSettings(min_segment_s=24.0, max_segment_s=60.0)
+CRAWL = CrawlParams(min_duration_s=None, sleep_between_downloads_s=0.0, retries=0, socket_timeout_s=1.0)
+SEGMENTS = SegmentParams(min_segment_s=24.0, max_segment_s=60.0)
 
 
 @pytest.fixture(scope="module")
@@ -238,9 +230,9 @@ def test_chapters_of_a_download_decide_its_segments(pieces, tmp_path):
     @flow
     def segment_one_download():
         plan_items = segment.plan_recording_items([(video, staged.key, {"metadata": METADATA_FILE, "source": "s"})],
-                                                  segment_params(SEGMENTS))
-        return segment_filter_normalize(store, [(plan_items, None)], quality_params(QualitySettings()), True,
-                                        loudness_params(LoudnessSettings()), RunSettings(store=store.root))
+                                                  SEGMENTS)
+        return segment_filter_normalize(store, [(plan_items, None)], QualityParams(), LoudnessParams(),
+                                        RunSettings(store=store.root))
 
     outcomes = segment_one_download()
     assert [o.stats["chapter_issues"] for o in outcomes.plans] == [1]  # "Encore" starts after the end
@@ -253,3 +245,15 @@ def test_chapters_of_a_download_decide_its_segments(pieces, tmp_path):
         assert abs(outcome.stats["start_s"] - piece_start) <= 0.5
         assert abs(outcome.stats["end_s"] - (piece_start + PIECE_S)) <= 0.5
         assert "/" not in outcome.item_id.removeprefix(video)
+
+
+def test_a_refresh_remembers_the_newest_readable_version_past_an_unreadable_one(tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    assert _previous_lineage(store, "tube") == []
+    for number, source in enumerate(["first-listing", "second-listing", "third-listing"], start=1):
+        with store.publish_object("toy", 1, {"n": number}, [], item=f"i{number}") as staged:
+            (staged.dir / "x.bin").write_bytes(b"x" * number)
+        store.publish_dataset("tube", stage="toy", params={}, items=[{"item_id": "i", "key": staged.key}],
+                              lineage={"sources": [source]})
+    store.backend.path("datasets/tube/versions/000003.json").write_text("{")
+    assert _previous_lineage(store, "tube") == ["second-listing"]

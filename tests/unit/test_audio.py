@@ -361,19 +361,20 @@ def bad_objects(tmp_path):
 
 
 def test_stages_record_their_reason_codes_for_bad_audio_files(bad_objects, tmp_path):
-    from tasks.normalize.core import LoudnessParams
+    from tasks.normalize.params import LoudnessParams
     from tasks.normalize.stage import normalize_item
     from tasks.pipeline.batching import ItemFailed, WorkItem
-    from tasks.quality.core import QualityParams
+    from tasks.quality.params import QualityParams
     from tasks.quality.stage import quality_item
-    from tasks.segment.core import SegmentParams, plan_file
+    from tasks.segment.core import plan_file
+    from tasks.segment.params import SegmentParams
 
     store, keys = bad_objects
     stages = {
-        "normalize": (lambda key: normalize_item(store, WorkItem("x", "k", (key,), LoudnessParams().to_dict()),
+        "normalize": (lambda key: normalize_item(store, WorkItem("x", "k", (key,), LoudnessParams().model_dump(mode="json")),
                                                  tmp_path),
                       {"nan": "non_finite", "empty": "too_short", "six": "bad_shape"}),
-        "quality": (lambda key: quality_item(store, WorkItem("x", "k", (key,), QualityParams().to_dict()), tmp_path),
+        "quality": (lambda key: quality_item(store, WorkItem("x", "k", (key,), QualityParams().measure_key_params()), tmp_path),
                     {"nan": "non_finite", "empty": "empty", "six": "bad_shape"}),
         "segment-plan": (lambda key: plan_file(single_audio_file(store.local_path(key)), SegmentParams()),
                          {"nan": "non_finite", "empty": "empty", "six": "not_audio", "junk": "not_audio"}),

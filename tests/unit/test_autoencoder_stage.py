@@ -14,6 +14,7 @@ from tasks.train.autoencoder import (
     plan_training,
     select_evenly,
 )
+from tasks.train.params import AUTOENCODER_PRESETS
 from tests.helpers import publish_audio_dataset, publish_latents_dataset
 
 TINY = AutoencoderConfig.tiny()
@@ -41,7 +42,7 @@ def test_select_evenly_spreads_over_the_items():
 def test_training_config_presets_and_overrides():
     assert autoencoder.training_config("full") == AeTrainingConfig()
     demo = autoencoder.training_config("demo")
-    assert demo.stage1_steps == autoencoder.PRESETS["demo"]["stage1_steps"]
+    assert demo.stage1_steps == AUTOENCODER_PRESETS["demo"]["stage1_steps"]
     tiny = autoencoder.training_config("tiny", stage2_steps=7, seed=None, learning_rate=2e-3)
     assert (tiny.stage1_steps, tiny.stage2_steps, tiny.learning_rate) == (2, 7, 2e-3)
     assert tiny.seed == AeTrainingConfig().seed

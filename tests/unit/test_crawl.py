@@ -18,15 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from pydantic import ValidationError
 
 from tasks.download.core import (
     CrawlEntry,
     CrawlItemFailed,
-    CrawlParams,
     DownloadTimeout,
     DurationOutOfBounds,
     HttpStatusError,
-    InvalidCrawlParams,
     InvalidSource,
     NoAudio,
     NotMedia,
@@ -39,6 +38,7 @@ from tasks.download.core import (
     new_entries,
     safe_name,
 )
+from tasks.download.params import CrawlParams, InvalidCrawlParams
 from tasks.pipeline.batching import ItemFailed
 from tests.helpers import MediaServer, media_server, slow_reply, truncated_reply
 
@@ -55,6 +55,13 @@ FAST = CrawlParams(
     retry_backoff_s=0.01,
     socket_timeout_s=5.0,
 )
+
+
+def fast(**changes: object) -> CrawlParams:
+    """FAST with `changes`, validated."""
+    return CrawlParams.model_validate({**FAST.model_dump(), **changes})
+
+
 SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 UNSAFE_TITLE = 'Ballade "No. 1" / Op. 23 — ショパン & Liszt'
 
@@ -155,7 +162,7 @@ def test_page_with_several_tags_is_a_playlist(server: MediaServer) -> None:
     assert [e.playlist_index for e in entries] == [1, 2, 3]
     assert {e.playlist for e in entries} == {"Three pieces"}
     assert all(e.url == server.url("/playlist.html") for e in entries)
-    assert len(list_entries(server.url("/playlist.html"), CrawlParams(**{**FAST.to_dict(), "max_items": 2}))) == 2
+    assert len(list_entries(server.url("/playlist.html"), fast(max_items=2))) == 2
 
 
 def test_refresh_lists_only_new_videos(server: MediaServer) -> None:
@@ -243,8 +250,8 @@ def test_unsafe_titles_never_become_paths(server: MediaServer, tmp_path: Path) -
         ("/media/garbage.wav", FAST, NotMedia, "not_media"),
         ("/media/silent-film.mp4", FAST, NoAudio, "no_audio"),
         ("/media/truncated.wav", FAST, TruncatedDownload, "truncated"),
-        ("/media/slow.wav", CrawlParams(**{**FAST.to_dict(), "socket_timeout_s": 0.5}), DownloadTimeout, "timeout"),
-        ("/media/mono.wav", CrawlParams(**{**FAST.to_dict(), "min_duration_s": 10.0}), DurationOutOfBounds, "too_short"),
+        ("/media/slow.wav", fast(socket_timeout_s=0.5), DownloadTimeout, "timeout"),
+        ("/media/mono.wav", fast(min_duration_s=10.0), DurationOutOfBounds, "too_short"),
     ],
 )
 def test_broken_items_fail_with_their_reason(
@@ -265,7 +272,7 @@ def test_listing_a_dead_link_fails_with_its_reason(server: MediaServer) -> None:
 
 
 def test_transient_errors_are_retried_with_backoff(server: MediaServer, tmp_path: Path) -> None:
-    params = CrawlParams(**{**FAST.to_dict(), "retries": 2})
+    params = fast(retries=2)
     flaky = CrawlEntry(item_id="generic-flaky", video_id="flaky", extractor="generic", url=server.url("/media/flaky.wav"))
     item = download_audio(flaky, tmp_path, params)
     assert item.metadata["duration_s"] == pytest.approx(8.0, abs=0.01)
@@ -280,7 +287,7 @@ def test_transient_errors_are_retried_with_backoff(server: MediaServer, tmp_path
 
 
 def test_downloads_are_spaced_by_the_rate_limit(server: MediaServer, tmp_path: Path) -> None:
-    params = CrawlParams(**{**FAST.to_dict(), "sleep_between_downloads_s": 0.8})
+    params = fast(sleep_between_downloads_s=0.8)
     entry = entry_for(server, "/media/mono.wav")
     download_audio(entry, tmp_path, params)
     finished = time.monotonic()
@@ -292,18 +299,18 @@ def test_downloads_are_spaced_by_the_rate_limit(server: MediaServer, tmp_path: P
 def test_cookies_and_proxy_are_used(server: MediaServer, tmp_path: Path) -> None:
     cookies = tmp_path / "cookies.txt"
     cookies.write_text("# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tpiano-42\n")
-    params = CrawlParams(**{**FAST.to_dict(), "cookies_file": str(cookies)})
+    params = fast(cookies_file=str(cookies))
     download_audio(entry_for(server, "/media/mono.wav", params), tmp_path / "c", params)
     assert any("session=piano-42" in r.headers.get("Cookie", "") for r in server.requests)
     # Nothing listens on 127.0.0.2 at this port: only a working proxy setting reaches the media.
     port = server.base.rsplit(":", 1)[1]
-    proxied = CrawlParams(**{**FAST.to_dict(), "proxy": server.base})
+    proxied = fast(proxy=server.base)
     entries = list_entries(f"http://127.0.0.2:{port}/media/stereo.ogg", proxied)
     item = download_audio(entries[0], tmp_path / "p", proxied)
     assert item.metadata["duration_s"] == pytest.approx(4.0, abs=0.02)
     with pytest.raises(InvalidCrawlParams, match="cookies_file"):
         list_entries(server.url("/media/mono.wav"),
-                     CrawlParams(**{**FAST.to_dict(), "cookies_file": str(tmp_path / "none.txt")}))
+                     fast(cookies_file=str(tmp_path / "none.txt")))
 
 
 # --- the info-dict path: chapters, reported durations ----------------------------------------
@@ -352,7 +359,7 @@ def test_chapters_through_ytdlp_info_dict_are_clipped_and_flagged(server: MediaS
 def test_reported_duration_bounds_skip_the_download(server: MediaServer, tmp_path: Path) -> None:
     before = server.count("/media/eight.wav")
     with pytest.raises(DurationOutOfBounds) as failure:
-        download_info(hand_built_info(server), tmp_path, CrawlParams(**{**FAST.to_dict(), "max_duration_s": 5.0}))
+        download_info(hand_built_info(server), tmp_path, fast(max_duration_s=5.0))
     assert failure.value.reason == "too_long"
     assert server.count("/media/eight.wav") == before  # rejected before any byte was fetched
 
@@ -364,10 +371,11 @@ def test_audio_shorter_than_reported_is_truncated(server: MediaServer, tmp_path:
 
 
 def test_params_are_validated() -> None:
-    with pytest.raises(InvalidCrawlParams, match="min_duration_s"):
+    with pytest.raises(ValidationError, match="min_duration_s") as refused:
         CrawlParams(min_duration_s=100.0, max_duration_s=10.0)
-    with pytest.raises(InvalidCrawlParams, match="retries"):
+    assert isinstance(refused.value.errors()[0]["ctx"]["error"], InvalidCrawlParams)
+    with pytest.raises(ValidationError, match="retries"):
         CrawlParams(retries=-1)
     assert CrawlParams().backoff_s(0) == 5.0 and CrawlParams().backoff_s(10) == 120.0
     assert CrawlParams().backoff_s(0, retry_after_s=30.0) == 30.0
-    assert CrawlParams().to_dict()["min_duration_s"] == 30.0
+    assert CrawlParams().model_dump()["min_duration_s"] == 30.0

@@ -31,22 +31,25 @@ from musika_model.checkpoints import (
 )
 from musika_model.config import AutoencoderConfig
 from musika_model.train_config import TrainConfig
-from tasks.download.core import CrawlEntry, CrawlParams
+from tasks.download.core import CrawlEntry
+from tasks.download.params import CrawlParams
 from tasks.download.stage import METADATA_FILE, plan_download_items
 from tasks.encode.stage import LATENTS_FILE, plan_encode_items
 from tasks.evaluate import stage as evaluate
+from tasks.evaluate.params import EvaluateParams
+from tasks.generate.params import GenerateParams
 from tasks.generate.stage import plan_samples
-from tasks.normalize.core import LoudnessParams
+from tasks.normalize.params import LoudnessParams
 from tasks.normalize.stage import plan_normalize_items
 from tasks.pipeline.batching import WorkItem
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, resolve_model
 from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
-from tasks.quality.core import QualityParams
+from tasks.quality.params import QualityParams
 from tasks.quality.stage import plan_quality_items
-from tasks.render.core import RenderParams
+from tasks.render.params import RenderParams
 from tasks.render.stage import plan_render_items
 from tasks.reports.report import report_artifact_key
-from tasks.segment.core import SegmentParams
+from tasks.segment.params import SegmentParams
 from tasks.segment.stage import (
     PLAN_FILE,
     PLAN_STAGE,
@@ -177,7 +180,7 @@ def render_key(inputs: GoldenInputs) -> str:
     soundfont = inputs.scratch / "piano.sf2"
     soundfont.write_bytes(SOUNDFONT_BYTES)
     files = resolve_sources([str(midi)], MIDI_EXTENSIONS).files
-    (item,) = plan_render_items(files, [soundfont], [0], RenderParams())
+    (item,) = plan_render_items(files, RenderParams(soundfonts=[str(soundfont)], transpose=[0]))
     return item.key
 
 
@@ -287,11 +290,11 @@ def gan_checkpoint_key(inputs: GoldenInputs) -> str:
 
 def generate_key(inputs: GoldenInputs) -> str:
     """The second sample (seed + 1) of a request for two."""
-    return plan_samples(inputs.model, 30.0, 2, 2.0, 0)[1].key
+    return plan_samples(inputs.model, GenerateParams(seconds=30.0, count=2, truncation=2.0, seed=0))[1].key
 
 
 def reference_plan(inputs: GoldenInputs) -> evaluate.SubjectPlan:
-    params = evaluate.EvalParams()
+    params = EvaluateParams()
     items = evaluate.chosen_reference_items(inputs.audio, params.reference_items)
     return evaluate.plan_reference(inputs.audio, items, params)
 
@@ -301,12 +304,12 @@ def evaluate_reference_key(inputs: GoldenInputs) -> str:
 
 
 def evaluate_model_key(inputs: GoldenInputs) -> str:
-    return evaluate.plan_model(inputs.model, reference_plan(inputs).reference_keys, evaluate.EvalParams()).key
+    return evaluate.plan_model(inputs.model, reference_plan(inputs).reference_keys, EvaluateParams()).key
 
 
 def evaluate_autoencoder_key(inputs: GoldenInputs) -> str:
     return evaluate.plan_model(inputs.autoencoder_model, reference_plan(inputs).reference_keys,
-                               evaluate.EvalParams()).key
+                               EvaluateParams()).key
 
 
 def report_location(inputs: GoldenInputs) -> str:

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from pydantic import ValidationError
 from scipy.signal import butter, sosfiltfilt
 
 from tasks.quality.core import (
     DuplicateItem,
     Fingerprint,
     FingerprintIndex,
-    InvalidQualityParams,
-    QualityParams,
     QualityRejected,
     clipping_ratio,
     compute_fingerprint,
@@ -28,7 +27,9 @@ from tasks.quality.core import (
     loudness_range,
     silence_ratio,
 )
-from tasks.segment.core import SegmentParams, iter_segment_audio, plan_file
+from tasks.quality.params import QualityParams
+from tasks.segment.core import iter_segment_audio, plan_file
+from tasks.segment.params import SegmentParams
 from tests.unit.test_segment import compilation, piano_piece
 
 SR = 44100
@@ -193,7 +194,7 @@ def test_report_raises_with_every_reason_and_params_are_checked() -> None:
     with pytest.raises(QualityRejected) as bad:
         evaluate_quality(np.full((SR, 2), np.nan, np.float32), SR)
     assert bad.value.reason == "non_finite"
-    with pytest.raises(InvalidQualityParams, match="max_silence_ratio"):
+    with pytest.raises(ValidationError, match="max_silence_ratio"):
         QualityParams(max_silence_ratio=1.5)
-    with pytest.raises(InvalidQualityParams, match="min_loudness_range_lu"):
+    with pytest.raises(ValidationError, match="min_loudness_range_lu"):
         QualityParams(min_loudness_range_lu=30.0)

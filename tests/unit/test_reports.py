@@ -19,7 +19,8 @@ import soundfile
 from PIL import Image
 
 from tasks.reports import plots
-from tasks.reports.report import MAX_CLIPS_PER_SUBJECT, build_report, write_report
+from tasks.reports.page import MAX_CLIPS_PER_SUBJECT
+from tasks.reports.report import build_report, write_report
 from tasks.store import ArtifactStore
 from tests.helpers import run_cli
 
@@ -203,7 +204,7 @@ def test_evaluation_report_has_bars_table_flags_and_players(evaluation):
     ):
         assert f'alt="{caption}"' in document
     sources = audio_sources(document, report)
-    assert len(sources) == len(players)
+    assert len(sources) == len(players) == 4  # two clips of each model, none of the reference
     assert sorted(sources) == sorted(players)  # each model's clips, each once
     assert all(source.is_file() for source in sources)
     assert "demo-gan@2: 1/2 samples silent" in document
@@ -224,7 +225,7 @@ def test_report_command_copies_the_report_out_and_its_audio_still_plays(evaluati
     copied = output.read_text()
     base = re.search(r'<base href="file://([^"]+)">', copied).group(1)
     sources = audio_sources(copied, Path(base) / "x.html")  # resolved as a browser does under <base>
-    assert len(sources) == len(players)
+    assert len(sources) == len(players) == 4
     assert sorted(sources) == sorted(players)
     assert all(path.is_file() for path in sources)
 
@@ -252,7 +253,7 @@ def test_unknown_stage_gets_a_generic_report(tmp_path):
     version = store.publish_dataset(
         "odd",
         stage="mystery",
-        params={"knob": 3},
+        params={"knob": 3, "note": "<script>alert(1)</script> & more"},
         items=[{"item_id": "only-item", "key": staged.key, "stats": {"weight_kg": 4.25}}],
         stats={"total_weight": {"kg": 4.25}},
         failures=[{"item_id": "lost", "stage": "mystery", "reason": "gone: not found"}],
@@ -269,6 +270,8 @@ def test_unknown_stage_gets_a_generic_report(tmp_path):
     ):
         assert expected in document
     assert decoded_images(document) == []
+    # values are text: the templates escape them
+    assert "<script" not in document and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in document
 
 
 def test_reports_go_through_the_backend_of_a_remote_store_and_survive_verify_and_gc():

@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from pydantic import ValidationError
 
 from tasks.segment.core import (
-    GAN_WINDOW_S,
     Chapter,
-    InvalidSegmentParams,
     NoSegments,
     NotAudio,
-    SegmentParams,
     clip_chapters,
     compute_envelope,
     iter_segment_audio,
@@ -26,6 +24,7 @@ from tasks.segment.core import (
     plan_segments,
     write_segments,
 )
+from tasks.segment.params import GAN_WINDOW_S, InvalidSegmentParams, SegmentParams
 
 RATE = 16000
 PARAMS = SegmentParams(sample_rate=RATE)
@@ -203,9 +202,10 @@ def test_bad_files_raise_specific_failures(tmp_path: Path) -> None:
 
 
 def test_params_refuse_bounds_that_cannot_hold() -> None:
-    with pytest.raises(InvalidSegmentParams, match="GAN window"):
+    with pytest.raises(ValidationError, match="GAN window") as refused:
         SegmentParams(min_segment_s=20.0)
-    with pytest.raises(InvalidSegmentParams, match="twice"):
+    assert isinstance(refused.value.errors()[0]["ctx"]["error"], InvalidSegmentParams)
+    with pytest.raises(ValidationError, match="twice"):
         SegmentParams(min_segment_s=40.0, max_segment_s=60.0)
 
 

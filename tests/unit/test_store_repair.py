@@ -252,6 +252,16 @@ def test_verify_reports_a_missing_intermediate_object(store):
     assert any("normalized" in step for step in store.verify().next_steps)
 
 
+def test_a_source_digest_input_shaped_like_an_object_key_is_not_a_missing_input(store):
+    # Render objects take the sha256 of their MIDI file and soundfont as inputs: 64 hex digits,
+    # like an object key. Only inputs that were objects when the object was published count.
+    source_digest = "ab" * 32
+    rendered = put(store, "render", b"rendered audio" * 50, inputs=[source_digest], item="song")
+    store.publish_dataset("rendered", stage="render", params={}, items=[DatasetItem("song", rendered)])
+    assert store.manifest(rendered).input_objects == []
+    assert store.verify().ok
+
+
 # ---------------------------------------------------------------------------- export
 
 

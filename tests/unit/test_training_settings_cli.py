@@ -1,78 +1,77 @@
-"""Every training setting is a CLI flag; a preset meant for a GPU is refused on a CPU before
+"""The training flags parse into the settings (--lr-phases as EPOCHS@LR pairs; that every field
+has a flag is tests/unit/test_cli.py's); a preset meant for a GPU is refused on a CPU before
 Prefect starts; the device choice."""
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 import flows.train
-from flows.cli.commands import build_parser, settings_from_args
-from flows.params import AutoencoderTrainingSettings, TrainingSettings
+from flows.cli.commands import app
+from flows.cli.options import params
 from musika_model import devices
 from musika_model.config import GanConfig
 from musika_model.devices import DeviceUnavailableError, gpu_visible, select_device
 from musika_model.train_config import TrainConfig, preset
 from tasks.train import gan as training
+from tasks.train.params import AutoencoderTrainingParams, GanTrainingParams
 from tests.helpers import run_cli
 
 without_gpu = pytest.mark.skipif(gpu_visible(), reason="the refusals need a machine without a GPU")
 
 
-def _command(*path: str) -> argparse.ArgumentParser:
-    parser = build_parser()
-    for name in path:
-        [subcommands] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
-        parser = subcommands.choices[name]
-    return parser
-
-
-def _flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {option: action for action in parser._actions for option in action.option_strings}
-
-
-@pytest.mark.parametrize(
-    ("command", "model"),
-    [(("train", "pretrain"), TrainingSettings), (("train", "finetune"), TrainingSettings),
-     (("train", "autoencoder"), AutoencoderTrainingSettings)],
-)
-def test_every_setting_has_a_flag_with_its_description_and_default(command, model):
-    flags = _flags(_command(*command))
-    missing = [name for name in model.model_fields if "--" + name.replace("_", "-") not in flags]
-    assert not missing, f"musika-piano {' '.join(command)} has no flag for {model.__name__} fields {missing}"
-    for name, field in model.model_fields.items():
-        action = flags["--" + name.replace("_", "-")]
-        assert action.dest == name
-        assert field.description.removesuffix(".") in action.help and "default" in action.help, name
+def _settings(*argv: str) -> GanTrainingParams | AutoencoderTrainingParams:
+    """The settings `musika-piano ARGV` would train with (the command is parsed, not run)."""
+    _, bound, _ = app.parse_args(list(argv), exit_on_error=False, print_error=False)
+    bound.apply_defaults()
+    return params(bound.arguments["settings"])
 
 
 def test_the_flags_parse_into_the_settings():
-    args = build_parser().parse_args([
+    assert _settings(
         "train", "pretrain", "piano-latents", "--name", "gan", "--no-xla", "--mixed-precision",
         "--mixed-precision-dtype", "bfloat16", "--max-rollbacks", "5", "--small", "--device", "cpu", "--allow-cpu",
         "--lr-phases", "2@1e-4,3@5e-5", "--no-collapse-as-divergence", "--publish-every", "2",
-    ])
-    assert settings_from_args(TrainingSettings, args) == TrainingSettings(
+    ) == GanTrainingParams(
         preset="piano_pretrain", xla=False, mixed_precision=True, mixed_precision_dtype="bfloat16", max_rollbacks=5,
         small=True, device="cpu", allow_cpu=True, lr_phases=[(2, 1e-4), (3, 5e-5)], collapse_as_divergence=False,
         publish_every=2,
     )
     # Flags not given leave every field at its default: the same settings as the deployment's.
-    args = build_parser().parse_args(["train", "finetune", "piano-gan", "mozart-latents"])
-    assert settings_from_args(TrainingSettings, args) == TrainingSettings(preset="finetune_recordings")
-    args = build_parser().parse_args(["train", "autoencoder", "piano", "--width-divisor", "4", "--learning-rate",
-                                      "1e-3", "--preset", "tiny"])
-    assert settings_from_args(AutoencoderTrainingSettings, args) == AutoencoderTrainingSettings(
-        preset="tiny", width_divisor=4, learning_rate=1e-3)
+    assert _settings("train", "finetune", "piano-gan", "mozart-latents") == GanTrainingParams(
+        preset="finetune_recordings")
+    # ... also when some are given: fine-tuning keeps its own preset.
+    assert _settings("train", "finetune", "piano-gan", "mozart-latents", "--seed", "3") == GanTrainingParams(
+        preset="finetune_recordings", seed=3)
+    assert _settings("train", "autoencoder", "piano", "--width-divisor", "4", "--learning-rate", "1e-3",
+                     "--preset", "tiny") == AutoencoderTrainingParams(preset="tiny", width_divisor=4,
+                                                                      learning_rate=1e-3)
+
+
+@pytest.mark.parametrize(("flags", "phases"), [
+    (["--lr-phases", "15@4e-5,135@1e-5"], [(15, 4e-5), (135, 1e-5)]),
+    (["--lr-phases", "15@4e-5", "--lr-phases", "135@1e-5"], [(15, 4e-5), (135, 1e-5)]),
+    (["--lr-phases", "7@0.001"], [(7, 1e-3)]),
+    ([], None),
+])
+def test_lr_phases_are_epochs_at_rate_pairs(flags, phases):
+    assert _settings("train", "pretrain", "piano-latents", "--name", "gan", *flags).lr_phases == phases
+
+
+@pytest.mark.parametrize("text", ["15", "15@", "@4e-5", "15@fast", "1.5@4e-5", "15@4e-5,"])
+def test_a_malformed_lr_phase_is_a_one_line_error(text, tmp_path):
+    code, out, err = run_cli("--store", str(tmp_path / "store"), "train", "pretrain", "piano-latents",
+                             "--name", "gan", "--lr-phases", text)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("musika-piano: --lr-phases: ") and "is not EPOCHS@LR (e.g. 15@4e-5,135@1e-5)" in err
 
 
 def test_config_settings_reach_the_train_config_and_execution_choices_do_not():
     chosen = {"preset": "tiny", "xla": False, "max_rollbacks": 5, "mixed_precision_dtype": "bfloat16", "small": False}
-    config = flows.train.checked_config(TrainingSettings(**chosen, allow_cpu=True))
+    config = flows.train.checked_config(GanTrainingParams(**chosen, allow_cpu=True))
     assert (config.xla, config.max_rollbacks, config.mixed_precision_dtype, config.gan.small) == (
         False, 5, "bfloat16", False)
-    assert config == flows.train.checked_config(TrainingSettings(**chosen))
+    assert config == flows.train.checked_config(GanTrainingParams(**chosen))
 
 
 def test_the_cpu_estimate_scales_with_batch_and_width():
@@ -95,8 +94,8 @@ def test_a_gpu_preset_is_refused_on_a_cpu_before_prefect_starts(monkeypatch, tmp
     assert "2,653,125 steps at base_channels 256, batch 32 would take about 70.2 weeks on this CPU" in err
     assert "--preset tiny" in err and "--allow-cpu (settings.allow_cpu)" in err
     # tiny is meant for a CPU; allow_cpu starts a GPU preset anyway.
-    assert flows.train.checked_config(TrainingSettings(preset="tiny")).gan.base_channels == 16
-    assert flows.train.checked_config(TrainingSettings(allow_cpu=True)).total_steps == 2_653_125
+    assert flows.train.checked_config(GanTrainingParams(preset="tiny")).gan.base_channels == 16
+    assert flows.train.checked_config(GanTrainingParams(allow_cpu=True)).total_steps == 2_653_125
 
 
 @without_gpu
