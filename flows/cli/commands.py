@@ -36,7 +36,7 @@ from tasks.train.params import AutoencoderTrainingParams, GanTrainingParams
 
 # ---- the stages' flags ------------------------------------------------------------------------
 # Old flag spellings stay as aliases. A field name two models of one command share gets its
-# stage's prefix in every command (tests/unit/test_cli.py finds new clashes).
+# stage's prefix in every command (tests/flows/cli/test_cli.py finds new clashes).
 
 RenderFlags = cli_model(RenderParams, {"soundfonts": [Parameter(alias="--soundfont")]})
 LoudnessFlags = cli_model(LoudnessParams, {

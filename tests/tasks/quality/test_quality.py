@@ -30,7 +30,7 @@ from tasks.quality.core import (
 from tasks.quality.params import QualityParams
 from tasks.segment.core import iter_segment_audio, plan_file
 from tasks.segment.params import SegmentParams
-from tests.unit.test_segment import compilation, piano_piece
+from tests.tasks.segment.test_segment import compilation, piano_piece
 
 SR = 44100
 

@@ -1,5 +1,5 @@
 """The training flags parse into the settings (--lr-phases as EPOCHS@LR pairs; that every field
-has a flag is tests/unit/test_cli.py's); a preset meant for a GPU is refused on a CPU before
+has a flag is tests/flows/cli/test_cli.py's); a preset meant for a GPU is refused on a CPU before
 Prefect starts; the device choice."""
 
 from __future__ import annotations

@@ -43,10 +43,10 @@ from tasks.store import (
     object_key,
     parse_ref,
 )
-from tests.unit.store_helpers.objects import put
+from tests.tasks.store.helpers.objects import put
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).parent / "store_helpers" / "store_worker.py"
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+WORKER = Path(__file__).parent / "helpers" / "store_worker.py"
 
 
 @pytest.fixture

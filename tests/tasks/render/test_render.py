@@ -46,7 +46,7 @@ from tests.helpers import run_cli
 
 RATE = 44100
 SINE_PERIOD = 100  # samples per period of the test font's sample: 441 Hz at 44.1 kHz, on key 69
-DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
+DEMO = Path(__file__).resolve().parents[3] / "data" / "demo"
 
 
 # --------------------------------------------------------------------------------------------

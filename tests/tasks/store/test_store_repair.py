@@ -21,7 +21,7 @@ from tasks.store import (
     StoreError,
     VersionNotFoundError,
 )
-from tests.unit.store_helpers.objects import flip_byte, object_dir, put
+from tests.tasks.store.helpers.objects import flip_byte, object_dir, put
 
 REPAIR = "musika-piano store verify --repair"
 RAW_DIGEST = "sha256:" + "7" * 64

@@ -4,7 +4,7 @@ musika_model).
 
 Every import counts, at module level or inside a function, except that imports under
 `if TYPE_CHECKING:` are left out of the cycle check (they never run); they still count for the
-layering. `python tests/unit/test_import_graph.py` prints the cycles and the wrong-way imports.
+layering. `python tests/test_import_graph.py` prints the cycles and the wrong-way imports.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("flows", "tasks", "musika_model")
 FORBIDDEN = {"tasks": ("flows",), "musika_model": ("tasks", "flows")}
 """Top-level package -> the top-level packages it must never import."""
