@@ -6,9 +6,13 @@ Objects per recording and segment (keys hash the stage, its version, its paramet
 - segment: one segment's audio (input: the plan; parameter: the segment's index);
 - quality: the segment's measurements and fingerprint (input: the segment; a failed filter is a
   recorded failure with its reasons);
-- normalize: float32 WAV at the target loudness (input: the segment), as for MIDI.
-Deduplication compares the fingerprints of every segment that passed, in item-id order, and
-drops later copies as `duplicate`. Only wiring lives here: the stage work is in `tasks/`.
+- dedupe: the stretch kept of a segment that partly repeats earlier audio (input: the segment;
+  parameters: the stretch);
+- normalize: float32 WAV at the target loudness (input: the segment, or its dedupe object), as
+  for MIDI.
+Deduplication compares the fingerprints of every segment that passed, in item-id order, with the
+audio kept before it: repeated stretches are cut out, and a segment left with no stretch of
+`min_segment_s` is dropped as `duplicate`. Only wiring lives here: the stage work is in `tasks/`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ DEFAULT_SEGMENT, DEFAULT_QUALITY = SegmentParams(), QualityParams()
 DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessParams(), RunSettings()
 _PROVENANCE = ("parent_id", "index", "start_s", "end_s", "chapter", "method", "title", "uploader", "url", "source")
 _MEASUREMENTS = ("silence_ratio", "clipping_ratio", "bandwidth_hz", "loudness_range_lu")
+_TRIM_PROVENANCE = ("segment_id", "repeats_cut")  # only items cut out of partly repeated segments have them
 
 
 def path_params(segment_settings: SegmentParams, quality_settings: QualityParams,
@@ -62,12 +67,13 @@ class PathOutcomes:
     segments: list[ItemOutcome] = field(default_factory=list)
     measured: list[ItemOutcome] = field(default_factory=list)
     duplicates: list[ItemOutcome] = field(default_factory=list)
+    pieces: list[ItemOutcome] = field(default_factory=list)
     normalized: list[ItemOutcome] = field(default_factory=list)
 
     def attempted(self) -> dict[str, list[ItemOutcome]]:
         """Per stage, the items it tried (not those skipped because their upstream failed)."""
         stages = {"segment-plan": self.plans, "segment": self.segments, "quality": self.measured,
-                  "dedupe": self.duplicates, "normalize": self.normalized}
+                  "dedupe": self.duplicates + self.pieces, "normalize": self.normalized}
         return {stage: [o for o in outcomes if o.status != "skipped"] for stage, outcomes in stages.items()}
 
     def failures(self) -> list[ItemOutcome]:
@@ -98,8 +104,10 @@ def segment_filter_normalize(
     ]
     segment_items: dict[str, WorkItem] = {}
     measured_segment: dict[str, str] = {}  # quality key -> segment key
+    shortest: dict[str, float] = {}  # plan key -> its min_segment_s, the shortest stretch dedupe keeps
     segment_jobs = []
     for plan_items, future in plan_jobs:
+        shortest.update((item.key, SegmentParams.model_validate(item.params).min_segment_s) for item in plan_items)
         outcomes = batch_outcomes(future)
         result.plans.extend(outcomes)
         planned = {o.key for o in outcomes if o.ok}
@@ -117,23 +125,35 @@ def segment_filter_normalize(
     result.measured = [o for _, measured in segment_jobs for o in batch_outcomes(measured)]
 
     passed = [o for o in result.measured if o.ok]
-    if filters.deduplicate and passed:
-        result.duplicates = quality.deduplicate(passed, store.root, filters)
-    dropped = {o.item_id for o in result.duplicates}
-    kept = [segment_items[measured_segment[o.key]] for o in passed if o.item_id not in dropped]
-    measurements = {measured_segment[o.key]: o.stats for o in passed}
+    candidates = []
+    for o in passed:
+        cut_item = segment_items[measured_segment[o.key]]
+        candidates.append(quality.Candidate(o, cut_item, shortest[cut_item.inputs[0]]))
+    deduped = (quality.deduplicate(candidates, store.root, filters) if filters.deduplicate and candidates
+               else quality.Deduplication(whole=[candidate.segment for candidate in candidates]))
+    result.duplicates = deduped.duplicates
     segment_outcome = {o.key: o for o in result.segments}
+    piece_jobs = [
+        submit_batch(quality.dedupe_batch, store, batch, run.retry_failed, store_root=store.root,
+                     upstream=[segment_outcome[item.inputs[0]] for item in batch])
+        for batch in partition(deduped.pieces, run.batch_size)
+    ]
+    result.pieces = [o for job in piece_jobs for o in batch_outcomes(job)]
+    made_by = {**segment_outcome, **{o.key: o for o in result.pieces}}  # object key -> its outcome
+    measurements = {measured_segment[o.key]: o.stats for o in passed}  # segment (or piece) key -> quality stats
+    measurements.update((piece.key, measurements[piece.inputs[0]]) for piece in deduped.pieces)
+    kept = [*deduped.whole, *deduped.pieces]
     normalize_items = normalize.plan_normalize_items(kept, levels)
-    normalized_segment = {item.key: item.inputs[0] for item in normalize_items}
+    normalized_from = {item.key: upstream for item, upstream in zip(normalize_items, kept, strict=True)}
     futures = [
         submit_batch(normalize.normalize_batch, store, batch, run.retry_failed, store_root=store.root,
-                     upstream=[segment_outcome[item.inputs[0]] for item in batch])
+                     upstream=[made_by[item.inputs[0]] for item in batch])
         for batch in partition(normalize_items, run.batch_size)
     ]
     for future in futures:
         for outcome in batch_outcomes(future):
-            cut_key = normalized_segment[outcome.key]
-            result.normalized.append(_with_provenance(outcome, segment_items[cut_key], measurements[cut_key]))
+            made_from = normalized_from[outcome.key]
+            result.normalized.append(_with_provenance(outcome, made_from, measurements[made_from.key]))
     return result
 
 
@@ -143,6 +163,7 @@ def _with_provenance(outcome: ItemOutcome, cut: WorkItem, measurements: dict) ->
     if not outcome.ok:
         return outcome
     stats = {name: cut.source.get(name) for name in _PROVENANCE}
+    stats.update({name: cut.source[name] for name in _TRIM_PROVENANCE if name in cut.source})
     stats.update({name: measurements[name] for name in _MEASUREMENTS if measurements.get(name) is not None})
     stats.update(outcome.stats)
     return ItemOutcome(outcome.item_id, outcome.key, outcome.stage, outcome.status, stats, dict(cut.source),

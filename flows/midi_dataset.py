@@ -56,6 +56,7 @@ def build_midi_dataset(
         rendered = submit_batch(
             render.render_batch, store, batch, run.retry_failed,
             store_root=store.root, max_duration_s=render_settings.max_midi_minutes * 60.0,
+            keep_unpitched=render_settings.keep_unpitched,
         )
         normalized = submit_batch(
             normalize.normalize_batch, store, [normalize_for[item.key] for item in batch], run.retry_failed,

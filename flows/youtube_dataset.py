@@ -4,7 +4,9 @@ normalized dataset version. Run weekly by the `youtube-refresh` deployment.
 A refresh lists every source again (never cached), adds the videos the previous version of the
 dataset recorded for those sources (so a `max_items` window or a failed listing drops nothing),
 and downloads only videos whose download object is not in the store: a download's key hashes
-the video's id and the output format only. Everything after the download is the recordings path
+the video's id and the output format only. Sources and videos whose permanent failure (404,
+not media, removed, refused by the duration bounds or the size cap) the store remembers are not
+requested again unless `run.retry_failed`. Everything after the download is the recordings path
 of `flows/audio_dataset.py`, so unchanged videos reuse every object and only new ones are
 processed. Downloads run one batch after another (the rate limit spaces them); each batch's
 segment plans start while the next batch downloads.
@@ -81,7 +83,7 @@ def refresh_youtube_dataset(
     wanted = expand_sources(sources)
     remembered = download.remembered_entries(_previous_lineage(store, name), wanted)
 
-    listings = download.list_sources(wanted, crawl_settings)
+    listings = download.list_sources(wanted, crawl_settings, store.root, remembered, run.retry_failed)
     entries = download.merge_entries(wanted, listings, remembered)
     origin = {entry.item_id: source for source, listed in entries.items() for entry in listed}
     listing_failures = [listing.failure for listing in listings if listing.failure is not None]
@@ -91,6 +93,11 @@ def refresh_youtube_dataset(
 
     download_items, out_of_bounds = download.plan_download_items(
         [entry for listed in entries.values() for entry in listed], crawl_settings)
+    download_items, remembered_failures = download.skip_remembered_downloads(
+        store, download_items, crawl_settings, run.retry_failed)
+    skipped_summary = download.remembered_summary(listings, remembered_failures)
+    if skipped_summary is not None:
+        logger.info("%s", skipped_summary)
     plan_items = segment.plan_recording_items(
         [(item.item_id, item.key, {"metadata": download.METADATA_FILE, "source": origin[item.item_id]})
          for item in download_items],
@@ -100,7 +107,7 @@ def refresh_youtube_dataset(
     logger.info("%d videos from %d sources (%d remembered from the last version, %d out of the duration bounds)",
                 len(origin), len(wanted), sum(map(len, remembered.values())), len(out_of_bounds))
 
-    downloads: list[ItemOutcome] = []
+    downloads: list[ItemOutcome] = list(remembered_failures)
 
     def downloaded_batches() -> Iterator[tuple[list[WorkItem], list[ItemOutcome]]]:
         for batch in partition(download_items, run.batch_size):

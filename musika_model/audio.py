@@ -15,6 +15,14 @@ unsigned 8-bit, WAV's convention, centred on 128 first); other dtypes are refuse
   `copy_to_flac` (a file re-encoded as FLAC block by block).
 - In memory: `to_stereo_float`, `check_finite`, `resample`.
 
+**A cut file is refused.** A file that ends before the length its header declares (a copy or
+download cut short) raises `TruncatedAudioError`, giving both lengths, from every reader:
+libsndfile opens a cut WAV or AIFF as a shorter, valid file, so their headers are read here
+when the file is opened; other formats (FLAC, MP3, OGG) show it while decoding, when the data
+breaks off at the end of the file or simply ends more than `TRUNCATION_TOLERANCE_S` (or
+`TRUNCATION_TOLERANCE_RATIO` of the declared length) early. The tolerance is for lengths that
+are estimates (an MP3 without a Xing header).
+
 **One rule for non-finite samples.** NaN and Inf are never read, converted or written: reading
 a file, converting an array and writing one raise `NonFiniteAudioError`, naming the file (or
 array) and its first bad frame. Nothing is replaced, clipped or skipped, and a writer refuses
@@ -25,6 +33,7 @@ and writes them as silence) replaces the values itself, visibly.
 
     AudioError
     ├── AudioFileError       not audio libsndfile can decode, or decoding failed part-way
+    │   └── TruncatedAudioError  shorter than its header declares (`reason`: "truncated")
     ├── EmptyAudioError      no samples
     ├── NonFiniteAudioError  NaN or Inf (`source`, `frame`: the first bad frame)
     ├── ChannelLayoutError   neither mono nor stereo, or channels-first
@@ -48,7 +57,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import soundfile as sf
@@ -60,6 +69,19 @@ DEFAULT_BLOCK_FRAMES = 1 << 20
 """Frames read per block when streaming a file (about 24 s at 44.1 kHz)."""
 
 _COPY_BLOCK_FRAMES = 1 << 18
+_RESCAN_FRAMES = 4096
+"""Frames read per step when counting what a broken-off file still decodes."""
+TRUNCATION_TOLERANCE_S = 0.5
+TRUNCATION_TOLERANCE_RATIO = 0.01
+"""How far decoding may end before the declared length without the file counting as cut:
+the larger of the two."""
+_PCM_LIKE_WAVE_TAGS = frozenset({0x0001, 0x0003, 0x0006, 0x0007})
+"""WAVE format tags with one block per frame (PCM, IEEE float, A-law, mu-law)."""
+_WAVE_EXTENSIBLE = 0xFFFE
+_HEADER_LENGTH_FORMATS = frozenset({"WAV", "WAVEX", "AIFF"})
+"""Formats whose frame count libsndfile takes from the bytes present, not from the header."""
+_OPEN_ENDED_SIZES = frozenset({0, 0xFFFFFFFF})
+"""Data sizes streaming writers leave in a WAV header: the length is not declared."""
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -71,6 +93,22 @@ class AudioError(ValueError):
 
 class AudioFileError(AudioError):
     """A file libsndfile cannot open or decode: not audio, corrupt or truncated."""
+
+
+class TruncatedAudioError(AudioFileError):
+    """A file that ends before the length its header declares; `declared_frames` and `frames`
+    (what the file holds) at `sample_rate`."""
+
+    reason = "truncated"
+
+    def __init__(self, path: str | Path, declared_frames: int, frames: int, sample_rate: int) -> None:
+        super().__init__(
+            f"{path}: truncated file: declares {declared_frames / sample_rate:.2f} s, "
+            f"holds {frames / sample_rate:.2f} s"
+        )
+        self.declared_frames = declared_frames
+        self.frames = frames
+        self.sample_rate = sample_rate
 
 
 class EmptyAudioError(AudioError):
@@ -238,6 +276,10 @@ class _Trap:
     def tell(self) -> int:
         return self._call(self._file.tell, -1)
 
+    def at_end(self) -> bool:
+        """Whether libsndfile has read the file up to its last byte."""
+        return self._file.tell() >= os.fstat(self._file.fileno()).st_size
+
     def raise_error(self) -> None:
         """Raise the kept OSError (errno kept, path added); nothing when there is none."""
         if self.error is None:
@@ -277,9 +319,49 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+def _chunks(file: _Trap, byteorder: Literal["little", "big"]) -> Iterator[tuple[bytes, int]]:
+    """(id, declared size) of each chunk of a RIFF or IFF file after its 12-byte header, the file
+    standing at the chunk's data; ends where a chunk header is cut off."""
+    offset = 12
+    while True:
+        file.seek(offset)
+        header = file.read(8)
+        if len(header) < 8:
+            return
+        size = int.from_bytes(header[4:], byteorder)
+        yield header[:4], size
+        offset += 8 + size + (size & 1)
+
+
+def _declared_frames(file: _Trap) -> int | None:
+    """The frame count a WAV or AIFF header declares; None for other formats, for a WAV whose
+    length is left open (a streaming writer's) and for one whose blocks are not single frames."""
+    file.seek(0)
+    magic = file.read(12)
+    if magic[:4] == b"RIFF" and magic[8:] == b"WAVE":
+        block_align = 0
+        for chunk, size in _chunks(file, "little"):
+            if chunk == b"fmt ":
+                fmt = file.read(min(size, 26))
+                tag = int.from_bytes(fmt[:2], "little")
+                if tag == _WAVE_EXTENSIBLE and len(fmt) == 26:
+                    tag = int.from_bytes(fmt[24:26], "little")
+                if tag in _PCM_LIKE_WAVE_TAGS:
+                    block_align = int.from_bytes(fmt[12:14], "little")
+            elif chunk == b"data":
+                return None if not block_align or size in _OPEN_ENDED_SIZES else size // block_align
+    elif magic[:4] == b"FORM" and magic[8:] in (b"AIFF", b"AIFC"):
+        for chunk, _ in _chunks(file, "big"):
+            if chunk == b"COMM":
+                common = file.read(6)
+                return int.from_bytes(common[2:], "big") if len(common) == 6 else None
+    return None
+
+
 @contextmanager
 def _reading(path: str | Path) -> Iterator[tuple[sf.SoundFile, _Trap]]:
-    """The file opened by Python (OS faults raise here as themselves), decoded by libsndfile."""
+    """The file opened by Python (OS faults raise here as themselves), decoded by libsndfile; a
+    WAV or AIFF shorter than its header declares raises TruncatedAudioError."""
     source = Path(path)
     with open(source, "rb") as file:
         trap = _Trap(file, source)
@@ -289,6 +371,15 @@ def _reading(path: str | Path) -> Iterator[tuple[sf.SoundFile, _Trap]]:
             trap.raise_error()
             raise AudioFileError(f"{source}: cannot open as audio ({_detail(error)})") from error
         with handle:
+            # libsndfile counts these formats' frames from the bytes present: only the header
+            # still tells how long the file was.
+            if handle.format in _HEADER_LENGTH_FORMATS:
+                position = trap.tell()
+                declared = _declared_frames(trap)
+                trap.seek(position)
+                trap.raise_error()
+                if declared is not None and declared > handle.frames:
+                    raise TruncatedAudioError(source, declared, handle.frames, handle.samplerate)
             yield handle, trap
 
 
@@ -305,8 +396,42 @@ def _decode(trap: _Trap, done: int, call: Callable[..., Any], *args: Any, **kwar
     return result
 
 
-def _read(handle: sf.SoundFile, trap: _Trap, frames: int, done: int, dtype: str = "float32") -> np.ndarray:
-    return _decode(trap, done, handle.read, frames, dtype=dtype, always_2d=True)
+def _cut_short(handle: sf.SoundFile, held: int) -> bool:
+    """Whether `held` decodable frames fall short of the declared length by more than the
+    tolerance."""
+    tolerance = max(TRUNCATION_TOLERANCE_S * handle.samplerate, TRUNCATION_TOLERANCE_RATIO * handle.frames)
+    return handle.frames - held > tolerance
+
+
+def _decodable_frames(handle: sf.SoundFile, trap: _Trap, start: int) -> int:
+    """How many frames from `start` still decode, read in small steps (after a read that broke
+    off somewhere in a large block)."""
+    count = 0
+    with suppress(AudioFileError):
+        _decode(trap, start, handle.seek, start)
+        while len(block := _decode(trap, start + count, handle.read, _RESCAN_FRAMES, always_2d=True)):
+            count += len(block)
+    return count
+
+
+def _read(handle: sf.SoundFile, trap: _Trap, frames: int, position: int, dtype: str = "float32") -> np.ndarray:
+    """Up to `frames` frames (-1: the rest) from `position`, where the handle stands. Decoding
+    that breaks off at the end of the file, or data that ends early, short of the declared
+    length raises TruncatedAudioError."""
+    due = max(0, handle.frames - position)
+    try:
+        block = _decode(trap, position, handle.read, frames, dtype=dtype, always_2d=True)
+    except AudioFileError as error:
+        if not trap.at_end():
+            raise
+        held = position + _decodable_frames(handle, trap, position)
+        if not _cut_short(handle, held):
+            raise
+        raise TruncatedAudioError(trap.path, handle.frames, held, handle.samplerate) from error
+    held = position + len(block)
+    if len(block) < (due if frames < 0 else min(frames, due)) and _cut_short(handle, held):
+        raise TruncatedAudioError(trap.path, handle.frames, held, handle.samplerate)
+    return block
 
 
 def _check_channels(handle: sf.SoundFile, trap: _Trap) -> None:
@@ -315,7 +440,8 @@ def _check_channels(handle: sf.SoundFile, trap: _Trap) -> None:
 
 
 def audio_info(path: str | Path) -> AudioInfo:
-    """Header facts of an audio file, without decoding it. Raises AudioFileError or OSError."""
+    """Header facts of an audio file, without decoding it. Raises AudioFileError
+    (TruncatedAudioError for a WAV or AIFF shorter than its header declares) or OSError."""
     with _reading(path) as (handle, _):
         return AudioInfo(Path(path), handle.samplerate, handle.channels, handle.frames,
                          handle.format, handle.subtype)
@@ -324,8 +450,8 @@ def audio_info(path: str | Path) -> AudioInfo:
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """A whole file as (n, 2) float32 at its own sample rate, and that rate.
 
-    Raises AudioFileError, ChannelLayoutError, EmptyAudioError, NonFiniteAudioError (with the
-    frame) or the OSError of a fault of the machine.
+    Raises AudioFileError (TruncatedAudioError for a file cut short), ChannelLayoutError,
+    EmptyAudioError, NonFiniteAudioError (with the frame) or the OSError of a fault of the machine.
     """
     with _reading(path) as (handle, trap):
         _check_channels(handle, trap)
@@ -477,8 +603,9 @@ def copy_to_flac(
 
     A 16-bit source stays 16-bit, sample for sample; any other becomes 24-bit. Rate and
     channels are kept; an empty source gives an empty FLAC (check it with `audio_info`).
-    Raises AudioFileError, NonFiniteAudioError for NaN/Inf in a floating-point source, or the
-    OSError of a fault of the machine; a failed copy leaves no target.
+    Raises AudioFileError (TruncatedAudioError for a source cut short), NonFiniteAudioError for
+    NaN/Inf in a floating-point source, or the OSError of a fault of the machine; a failed copy
+    leaves no target.
     """
     with _reading(source) as (handle, trap):
         sixteen = handle.subtype == "PCM_16"

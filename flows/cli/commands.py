@@ -126,9 +126,26 @@ def _human_version(version: dict) -> str:
     return "\n".join(lines)
 
 
+def _build_output(result: dict, verbose: bool) -> dict:
+    """A dataset build's result as printed: the failed items one by one only with --verbose."""
+    return result if verbose else {key: value for key, value in result.items() if key != "failed_items"}
+
+
+def _failure_lines(result: dict) -> list[str]:
+    """One line of reason counts per stage that lost items, each followed by its failed items
+    when the result lists them (--verbose)."""
+    lines = []
+    for stage, reasons in result["failures_by_reason"].items():
+        lines.append(f"  {stage} failures: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items()))
+        lines += [f"    {item['item_id']}: {item['reason']}: {item['message']}"
+                  for item in result.get("failed_items", []) if item["stage"] == stage]
+    return lines
+
+
 def _human_published(result: dict) -> str:
-    return (f"{'published' if result['created'] else 'unchanged'} {result['ref']}: {result['items']} items, "
-            f"{result['failures']} failures\n  {result['uri']}")
+    lines = [(f"{'published' if result['created'] else 'unchanged'} {result['ref']}: {result['items']} items, "
+              f"{result['failures']} failures"), f"  {result['uri']}"]
+    return "\n".join(lines + _failure_lines(result))
 
 
 def _human_segmented(result: dict) -> str:
@@ -137,7 +154,7 @@ def _human_segmented(result: dict) -> str:
              f"  {result['uri']}"]
     lines += [f"  {stage}: " + ", ".join(f"{count} {status}" for status, count in counts.items())
               for stage, counts in result["stages"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + _failure_lines(result))
 
 
 # ---- dataset commands -------------------------------------------------------------------------
@@ -146,7 +163,7 @@ def _human_segmented(result: dict) -> str:
 @dataset.command(name="midi")
 def dataset_midi(sources: list[str], /, *, name: str, render: Render = DEFAULT_RENDER,
                  loudness: Loudness = DEFAULT_LOUDNESS, run: Run = DEFAULT_RUN, store: StoreRoot = None,
-                 as_json: JsonFlag = False) -> int:
+                 verbose: Switch = False, as_json: JsonFlag = False) -> int:
     """Build a dataset from MIDI files: render, normalize, publish a version.
 
     Parameters
@@ -155,12 +172,14 @@ def dataset_midi(sources: list[str], /, *, name: str, render: Render = DEFAULT_R
         MIDI files, folders or glob patterns.
     name
         Dataset name (lowercase letters, digits, - _ .).
+    verbose
+        List every failed item: id, stage, reason and message.
     """
     from flows.midi_dataset import build_midi_dataset
 
     result = build_midi_dataset(name=name, sources=sources, render_settings=params(render),
                                 loudness_settings=params(loudness), run=params(run, store=store))
-    emit(as_json, result, _human_published)
+    emit(as_json, _build_output(result, verbose), _human_published)
     return 0
 
 
@@ -168,7 +187,7 @@ def dataset_midi(sources: list[str], /, *, name: str, render: Render = DEFAULT_R
 def dataset_youtube(sources: list[str], /, *, name: str, crawl: Crawl = DEFAULT_CRAWL,
                     segment: Segment = DEFAULT_SEGMENT, quality: Quality = DEFAULT_QUALITY,
                     loudness: Loudness = DEFAULT_LOUDNESS, run: Run = DEFAULT_RUN, store: StoreRoot = None,
-                    as_json: JsonFlag = False) -> int:
+                    verbose: Switch = False, as_json: JsonFlag = False) -> int:
     """Build or refresh a dataset from YouTube videos, playlists, channels or searches.
 
     Parameters
@@ -177,6 +196,8 @@ def dataset_youtube(sources: list[str], /, *, name: str, crawl: Crawl = DEFAULT_
         Video, playlist or channel URLs, search queries (ytsearch10:...) or files listing them.
     name
         Dataset name (lowercase letters, digits, - _ .).
+    verbose
+        List every failed item: id, stage, reason and message.
     """
     from flows.youtube_dataset import refresh_youtube_dataset
 
@@ -184,14 +205,14 @@ def dataset_youtube(sources: list[str], /, *, name: str, crawl: Crawl = DEFAULT_
         name=name, sources=sources, crawl_settings=params(crawl), segment_settings=params(segment),
         quality_settings=params(quality), loudness_settings=params(loudness), run=params(run, store=store),
     )
-    emit(as_json, result, _human_segmented)
+    emit(as_json, _build_output(result, verbose), _human_segmented)
     return 0
 
 
 @dataset.command(name="audio")
 def dataset_audio(sources: list[str], /, *, name: str, segment: Segment = DEFAULT_SEGMENT,
                   quality: Quality = DEFAULT_QUALITY, loudness: Loudness = DEFAULT_LOUDNESS, run: Run = DEFAULT_RUN,
-                  store: StoreRoot = None, as_json: JsonFlag = False) -> int:
+                  store: StoreRoot = None, verbose: Switch = False, as_json: JsonFlag = False) -> int:
     """Build a dataset from recordings (wav/flac/mp3/ogg, any rate, mono or stereo).
 
     Parameters
@@ -200,13 +221,15 @@ def dataset_audio(sources: list[str], /, *, name: str, segment: Segment = DEFAUL
         Folders, files or glob patterns of recordings.
     name
         Dataset name (lowercase letters, digits, - _ .).
+    verbose
+        List every failed item: id, stage, reason and message.
     """
     from flows.audio_dataset import build_audio_dataset
 
     result = build_audio_dataset(name=name, sources=sources, segment_settings=params(segment),
                                  quality_settings=params(quality), loudness_settings=params(loudness),
                                  run=params(run, store=store))
-    emit(as_json, result, _human_segmented)
+    emit(as_json, _build_output(result, verbose), _human_segmented)
     return 0
 
 
@@ -298,7 +321,7 @@ def dataset_tag(ref: str, tag: str, /, *, store: StoreRoot = None, as_json: Json
 
 @app.command(name="encode")
 def encode(dataset: str, /, *, autoencoder: str, name: str | None = None, run: Run = DEFAULT_RUN,
-           store: StoreRoot = None, as_json: JsonFlag = False) -> int:
+           store: StoreRoot = None, verbose: Switch = False, as_json: JsonFlag = False) -> int:
     """Encode a normalized dataset version into a latents dataset version.
 
     Parameters
@@ -309,11 +332,13 @@ def encode(dataset: str, /, *, autoencoder: str, name: str | None = None, run: R
         Model holding an autoencoder item (NAME or NAME@VERSION, e.g. from import-musika).
     name
         Latents dataset name (default `<dataset name>-latents`).
+    verbose
+        List every failed item: id, stage, reason and message.
     """
     from flows.encode_dataset import encode_dataset
 
     result = encode_dataset(dataset=dataset, autoencoder=autoencoder, name=name, run=params(run, store=store))
-    emit(as_json, result, _human_published)
+    emit(as_json, _build_output(result, verbose), _human_published)
     return 0
 
 

@@ -8,9 +8,10 @@ entry as a 44.1 kHz stereo WAV beside a JSON sidecar of its metadata.
 Every item is named by a sanitized id (``youtube-dQw4w9WgXcQ``), never by its title, so
 titles with slashes, quotes or any script stay in the metadata. Per-item failures raise a
 ``CrawlItemFailed`` subclass carrying a machine-readable ``reason`` ("http_404", "timeout",
-"truncated", "not_media", "no_audio", "too_long", ...), which the batch runner records.
-Transient failures (HTTP 429/403/5xx, timeouts, dropped connections) are retried with
-exponential backoff first.
+"truncated", "not_media", "no_audio", "unavailable", "too_long", "too_large", ...), which the
+batch runner records. Transient failures (HTTP 429/403/5xx, timeouts, dropped connections) are
+retried with exponential backoff first; every request gives up after ``socket_timeout_s`` of
+silence, and a download stops at ``max_download_mb``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,17 @@ _MAX_NESTING = 2
 _TRANSIENT_HTTP = frozenset({403, 408, 429, 500, 502, 503, 504})
 _TRUNCATED_MESSAGE = re.compile(r"bytes read, \d+ more expected|Downloaded \d+ bytes, expected")
 _TIMEOUT_MESSAGE = re.compile(r"timed? ?out", re.IGNORECASE)
+# What the site says about a video or playlist that is gone for good (YouTube's wording). Its
+# "Video unavailable. This content isn't available, try again later" is a rate limit, not this.
+_UNAVAILABLE_MESSAGE = re.compile(
+    r"private video|this (?:video|playlist) (?:is private|has been removed|does not exist)|no longer available"
+    r"|has been terminated|(?:channel|playlist) does not exist",
+    re.IGNORECASE,
+)
+_TRY_LATER_MESSAGE = re.compile(r"try again later|rate.limit|not a bot|captcha", re.IGNORECASE)
+# yt-dlp's HTTP downloader says so, and downloads nothing, when Content-Length passes max_filesize.
+_MAX_FILESIZE_MESSAGE = re.compile(r"larger than max-filesize \((\d+) bytes > \d+ bytes\)")
+_MIB = 1 << 20
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _SAFE_NAME_MAX = 96
 TRUNCATION_TOLERANCE_S = 2.0
@@ -128,6 +140,20 @@ class NoAudio(CrawlItemFailed):
 
     def __init__(self, message: str):
         super().__init__("no_audio", message)
+
+
+class Unavailable(CrawlItemFailed):
+    """The site says the video or playlist is private, removed, or does not exist."""
+
+    def __init__(self, message: str):
+        super().__init__("unavailable", message)
+
+
+class TooLarge(CrawlItemFailed):
+    """The download is larger than ``max_download_mb``, announced or as received."""
+
+    def __init__(self, message: str):
+        super().__init__("too_large", message)
 
 
 class DurationOutOfBounds(CrawlItemFailed):
@@ -280,10 +306,17 @@ def expand_sources(sources: Iterable[str], _depth: int = 0) -> list[str]:
 
 
 class _YtdlpLogger:
-    """Routes yt-dlp's output into logging (its errors become our exceptions)."""
+    """Routes yt-dlp's output into logging (its errors become our exceptions) and notes the size
+    its downloader refused (it reports that only here: the download just ends with no file)."""
+
+    def __init__(self) -> None:
+        self.refused_bytes: int | None = None
 
     def debug(self, message: str) -> None:
         LOG.debug("%s", message)
+        refused = _MAX_FILESIZE_MESSAGE.search(message)
+        if refused is not None:
+            self.refused_bytes = int(refused.group(1))
 
     def info(self, message: str) -> None:
         LOG.debug("%s", message)
@@ -341,6 +374,9 @@ def _classify(error: DownloadError, workdir: Path | None) -> CrawlItemFailed:
     for cause in chain:
         if isinstance(cause, HTTPError):
             return HttpStatusError(cause.status, message, _retry_after(cause))
+    if (any(isinstance(cause, ExtractorError) for cause in chain) and _UNAVAILABLE_MESSAGE.search(message)
+            and not _TRY_LATER_MESSAGE.search(message)):
+        return Unavailable(message)
     for cause in chain:
         if isinstance(cause, UnsupportedError):
             return NotMedia(message)
@@ -542,8 +578,34 @@ def _duration_rejection(duration_s: float, params: CrawlParams, how: str) -> Dur
     return None
 
 
+def _mib(size_bytes: float) -> str:
+    return f"{size_bytes / _MIB:.1f} MiB"
+
+
+class _SizeCap:
+    """yt-dlp progress hook that stops a download past the cap. yt-dlp's own ``max_filesize``
+    refuses a plain HTTP download whose Content-Length is over it before reading the body, but
+    lets a stream that announces no size (or only a chunk's) run to its end."""
+
+    def __init__(self, cap_bytes: int):
+        self.cap_bytes = cap_bytes
+
+    def __call__(self, progress: Mapping[str, Any]) -> None:
+        if progress.get("status") != "downloading":
+            return
+        received = int(progress.get("downloaded_bytes") or 0)
+        announced = progress.get("total_bytes")
+        if announced is not None and announced > self.cap_bytes:
+            raise TooLarge(f"the server announces {_mib(announced)}, over the {_mib(self.cap_bytes)} cap "
+                           "(max_download_mb)")
+        if received > self.cap_bytes:
+            raise TooLarge(f"stopped after {_mib(received)} received, over the {_mib(self.cap_bytes)} cap "
+                           "(max_download_mb); the server announced "
+                           + ("no size" if announced is None else _mib(announced)))
+
+
 def _download_options(params: CrawlParams, workdir: Path, name: str) -> dict[str, Any]:
-    return _base_options(params) | {
+    options = _base_options(params) | {
         "format": params.audio_format,
         "outtmpl": {"default": str(workdir / f"{name}.%(ext)s")},
         "overwrites": True,
@@ -552,6 +614,10 @@ def _download_options(params: CrawlParams, workdir: Path, name: str) -> dict[str
         # format"), so these always apply: 44.1 kHz, and mono duplicated to two channels.
         "postprocessor_args": {"extractaudio": ["-ar", str(SAMPLE_RATE), "-ac", str(CHANNELS)]},
     }
+    if params.max_download_mb is not None:
+        cap_bytes = int(params.max_download_mb * _MIB)
+        options |= {"max_filesize": cap_bytes, "progress_hooks": [_SizeCap(cap_bytes)]}
+    return options
 
 
 def _downloaded_video(info: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -652,6 +718,10 @@ def _fetch(
         if video is None:
             if duration_filter.rejection is not None:
                 raise duration_filter.rejection
+            refused = options["logger"].refused_bytes
+            if refused is not None:
+                raise TooLarge(f"the server announces {_mib(refused)}, over the {_mib(options['max_filesize'])} "
+                               "cap (max_download_mb); nothing was downloaded")
             raise NotMedia(f"yt-dlp downloaded nothing for {item_id}")
         converted = Path(next(d["filepath"] for d in video["requested_downloads"] if d.get("filepath")))
         duration = _check_download(converted, video, params)

@@ -17,7 +17,8 @@ class CrawlParams(BaseModel):
 
     Duration bounds apply before the download when the site reports a duration, and always to
     the downloaded file. Retry k waits `min(retry_backoff_s * 2**k, retry_backoff_max_s)`, or
-    the server's Retry-After when that is longer (still capped).
+    the server's Retry-After when that is longer (still capped). A source that never answers
+    costs at most `(retries + 1) * socket_timeout_s` plus the backoff waits.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -38,7 +39,14 @@ class CrawlParams(BaseModel):
     )
     retry_backoff_s: float = Field(default=5.0, ge=0.0, description="First retry's wait; doubles each time.")
     retry_backoff_max_s: float = Field(default=120.0, ge=0.0, description="Longest wait before a retry.")
-    socket_timeout_s: float = Field(default=30.0, gt=0.0, description="How long a connection may stay silent.")
+    socket_timeout_s: float = Field(
+        default=30.0, gt=0.0, description="How long a connection may stay silent before the attempt counts as a "
+        "timeout (listing and download; each retry waits as long again)."
+    )
+    max_download_mb: float | None = Field(
+        default=4096.0, gt=0.0, description="Largest download in MiB: a larger announced size is refused before "
+        "any byte is fetched, a stream that grows past it is stopped (reason too_large; None: no cap)."
+    )
     cookies_file: str | None = Field(default=None, description="Netscape cookies.txt for sites that need a login.")
     proxy: str | None = Field(default=None, description="e.g. socks5://127.0.0.1:1080; None uses the environment.")
     audio_format: str = Field(default="bestaudio/best", description="yt-dlp format selector of the stream fetched.")

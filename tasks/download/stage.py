@@ -1,14 +1,17 @@
 """The crawl stages (`list`, `download`): list sources, plan and download items into the store, the
-thin Prefect tasks. The yt-dlp calls, retries and listing parsing (no Prefect, no store):
-core.py."""
+thin Prefect tasks, and the store's memory of permanent failures that keeps a refresh from
+requesting a dead source or video again. The yt-dlp calls, retries and listing parsing (no
+Prefect, no store): core.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,6 @@ from prefect.cache_policies import NO_CACHE
 
 from musika_model.audio import copy_to_flac
 from tasks.download.core import (
-    _TRANSIENT_HTTP,
     CHANNELS,
     SAMPLE_RATE,
     CrawlEntry,
@@ -42,21 +44,32 @@ DOWNLOADED_AUDIO = "audio.flac"
 """ffmpeg's WAV output is 16-bit PCM, so 16-bit FLAC keeps it bit for bit at about half the size
 (an eighth of float WAV); the sources are lossy anyway, so nothing is gained by more bits."""
 METADATA_FILE = "metadata.json"
-RETRIED_NEXT_RUN = frozenset(
-    {"timeout", "network", "truncated", "too_short", "too_long", *(f"http_{code}" for code in _TRANSIENT_HTTP)}
-)
-"""Download failures that are not remembered in the store: they depend on the network or on
-duration bounds (which are not part of the object key), so the next refresh tries again."""
+LIST_MEMORY_VERSION = 1
+"""Version of the key a source's permanent listing failure is recorded under (`source_key`)."""
+REMEMBERED = frozenset({"http_404", "http_410", "not_media", "no_audio", "unavailable"})
+"""Failures the source or video itself decides (gone, private, not media): recorded in the store,
+and not requested again by later refreshes unless `retry_failed`. Any other failure (timeouts,
+network, truncation, HTTP 403/408/429/5xx and other statuses, unexplained yt-dlp errors) may be
+transient and is tried again."""
+REFUSED = frozenset({"too_short", "too_long", "too_large"})
+"""Refusals by the crawl's own filters: recorded under `refusal_key`, which holds the filter
+settings, so a refresh with other duration bounds or another size cap tries the video again."""
+_FILTER_FIELDS = frozenset({"min_duration_s", "max_duration_s", "max_download_mb"})
 _LINEAGE_ENTRY_FIELDS = ("item_id", "video_id", "extractor", "url", "playlist_index")
 
 
 @dataclass(frozen=True)
 class SourceListing:
-    """What one source listed: its entries, or the failure that stopped the listing."""
+    """What one source listed: its entries, or the failure that stopped the listing.
+
+    `remembered`: not requested this time, because its permanent failure (`failure`) or its one
+    video's (the video then comes from the previous version) is recorded in the store.
+    """
 
     source: str
     entries: list[CrawlEntry]
     failure: ItemOutcome | None = None
+    remembered: bool = False
 
 
 def validate_crawl_setup(params: CrawlParams) -> None:
@@ -67,26 +80,96 @@ def validate_crawl_setup(params: CrawlParams) -> None:
     _base_options(params)
 
 
+def _listing_failure(source: str, reason: str, message: str) -> ItemOutcome:
+    return ItemOutcome(source, "", LIST_STAGE, "failed", {}, {"source": source}, reason, message)
+
+
 def list_source(source: str, params: CrawlParams) -> SourceListing:
     """List one source; a failure (dead playlist, not media, timeout) is returned, not raised."""
     try:
         return SourceListing(source, list_entries(source, params))
     except CrawlItemFailed as failure:
-        outcome = ItemOutcome(source, "", LIST_STAGE, "failed", {}, {"source": source}, failure.reason, str(failure))
-        return SourceListing(source, [], outcome)
+        return SourceListing(source, [], _listing_failure(source, failure.reason, str(failure)))
+
+
+def source_key(source: str) -> str:
+    """Where the permanent listing failure of `source` is recorded (the `list` stage stores no
+    object, only these failure records)."""
+    digest = "sha256:" + hashlib.sha256(source.encode("utf-8")).hexdigest()
+    return object_key(LIST_STAGE, LIST_MEMORY_VERSION, {}, (digest,))
+
+
+def refusal_key(item: WorkItem, params: CrawlParams) -> str:
+    """Where a refusal of a planned download by the crawl's filters (`REFUSED`) is recorded: its
+    key's parameters plus the filter settings, so other bounds or another cap find no record."""
+    filters = params.model_dump(include=_FILTER_FIELDS)
+    return object_key(DOWNLOAD_STAGE, DOWNLOAD_STAGE_VERSION, {**item.params, "filters": filters}, item.inputs)
+
+
+def remembered_failure(store: ArtifactStore, item: WorkItem, params: CrawlParams) -> dict[str, Any] | None:
+    """The recorded permanent failure of a planned download, or None (also once its object is
+    stored: a retry worked). A record of a reason that is no longer remembered (written by an
+    older version of this stage) is cleared, so the video is tried again."""
+    record = store.recorded_failure(item.key)
+    if record is not None and record.get("reason") not in REMEMBERED:
+        store.clear_failure(item.key)
+        record = None
+    if record is None:
+        record = store.recorded_failure(refusal_key(item, params))
+    if record is None or store.has(item.key):
+        return None
+    return record
+
+
+def _remembered_listing(
+    store: ArtifactStore, source: str, earlier: Sequence[CrawlEntry], params: CrawlParams
+) -> SourceListing | None:
+    """The listing of a source that is not requested again: its own permanent failure is recorded,
+    or it is a single video (its one remembered entry is the source itself) whose download
+    failure is. None when it has to be listed."""
+    record = store.recorded_failure(source_key(source))
+    if record is not None and record.get("reason") in REMEMBERED:
+        return SourceListing(source, [], _listing_failure(source, record["reason"], record["message"]), remembered=True)
+    if len(earlier) == 1 and earlier[0].url == source and earlier[0].playlist_index is None:
+        items, _ = plan_download_items(earlier, params)
+        if items and remembered_failure(store, items[0], params) is not None:
+            return SourceListing(source, [], remembered=True)
+    return None
 
 
 @task(name="list-sources", cache_policy=NO_CACHE)
-def list_sources(sources: list[str], params: CrawlParams) -> list[SourceListing]:
-    """List every source in turn (never cached: a refresh is about what is new)."""
+def list_sources(
+    sources: list[str],
+    params: CrawlParams,
+    store_root: str,
+    remembered: Mapping[str, Sequence[CrawlEntry]],
+    retry_failed: bool = False,
+) -> list[SourceListing]:
+    """List every source in turn (never cached: a refresh is about what is new).
+
+    A permanent listing failure (`REMEMBERED`) is recorded in the store. Unless `retry_failed`,
+    a source whose failure is recorded, or that is one video (`remembered`: the previous
+    version's entries, `remembered_entries`) whose download failure is, is not requested again.
+    """
     logger = get_run_logger()
+    store = ArtifactStore(store_root)
     listings = []
     for source in sources:
+        if not retry_failed:
+            skipped = _remembered_listing(store, source, remembered.get(source, ()), params)
+            if skipped is not None:
+                listings.append(skipped)
+                continue
         listing = list_source(source, params)
         if listing.failure is not None:
             logger.warning("listing %s failed (%s): %s", source, listing.failure.reason, listing.failure.message)
+            if listing.failure.reason in REMEMBERED:
+                store.record_failure(source_key(source), stage=LIST_STAGE, item=source,
+                                     reason=listing.failure.reason, message=listing.failure.message or "")
         else:
             logger.info("%s: %d entries", source, len(listing.entries))
+        if retry_failed and (listing.failure is None or listing.failure.reason not in REMEMBERED):
+            store.clear_failure(source_key(source))
         listings.append(listing)
     return listings
 
@@ -166,6 +249,51 @@ def plan_download_items(
     return items, rejected
 
 
+def skip_remembered_downloads(
+    store: ArtifactStore, items: Sequence[WorkItem], params: CrawlParams, retry_failed: bool = False
+) -> tuple[list[WorkItem], list[ItemOutcome]]:
+    """The planned downloads to run, and a failed outcome (the recorded reason and message) for
+    each whose permanent failure is remembered: not requested again unless `retry_failed`."""
+    if retry_failed:
+        return list(items), []
+    to_run: list[WorkItem] = []
+    skipped: list[ItemOutcome] = []
+    for item in items:
+        record = remembered_failure(store, item, params)
+        if record is None:
+            to_run.append(item)
+        else:
+            skipped.append(ItemOutcome(item.item_id, item.key, DOWNLOAD_STAGE, "failed", {}, dict(item.source),
+                                       record["reason"], record["message"]))
+    return to_run, skipped
+
+
+def _reason_label(reason: str) -> str:
+    """A reason code as a user reads it: "http_404" is "404 Not Found", "not_media" "not media"."""
+    code = reason.removeprefix("http_")
+    if code != reason and code.isdigit():
+        try:
+            return f"{code} {HTTPStatus(int(code)).phrase}"
+        except ValueError:
+            return f"HTTP {code}"
+    return reason.replace("_", " ")
+
+
+def remembered_summary(listings: Sequence[SourceListing], skipped: Sequence[ItemOutcome]) -> str | None:
+    """One line on what a refresh did not request because its permanent failure is remembered
+    (sources whose listing failed, videos whose download failed); None when nothing was."""
+    sources = [listing.failure for listing in listings if listing.remembered and listing.failure is not None]
+    if not sources and not skipped:
+        return None
+    reasons = Counter(outcome.reason or "" for outcome in [*sources, *skipped])
+    labels = ", ".join(_reason_label(reason) + (f" x{count}" if count > 1 else "")
+                       for reason, count in reasons.most_common())
+    counted = " and ".join(f"{count} {noun}{'' if count == 1 else 's'}"
+                           for count, noun in ((len(sources), "source"), (len(skipped), "video")) if count)
+    return (f"skipped {counted} remembered as permanent failures ({labels}); "
+            "--retry-failed (run.retry_failed) tries them again")
+
+
 def apply_duration_bounds(outcomes: Sequence[ItemOutcome], params: CrawlParams) -> list[ItemOutcome]:
     """Downloads reused from the store were fetched under whatever bounds held then: those out of
     today's bounds become ``too_short``/``too_long`` failures."""
@@ -210,8 +338,14 @@ def download_batch(
         lambda item, out_dir: download_item(item, out_dir, params),
         log=logger.warning, retry_failed=retry_failed,
     )
+    planned = {item.key: item for item in items}
     for outcome in outcomes:
-        if outcome.status == "failed" and outcome.reason in RETRIED_NEXT_RUN:
-            store.clear_failure(outcome.key)
+        # run_batch records every expected failure under the item's key; only REMEMBERED stay there.
+        if outcome.status != "failed" or outcome.reason in REMEMBERED:
+            continue
+        store.clear_failure(outcome.key)
+        if outcome.reason in REFUSED:
+            store.record_failure(refusal_key(planned[outcome.key], params), stage=DOWNLOAD_STAGE,
+                                 item=outcome.item_id, reason=outcome.reason, message=outcome.message or "")
     logger.info("download: %s", count_statuses(outcomes))
     return outcomes

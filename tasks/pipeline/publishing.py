@@ -1,9 +1,10 @@
 """Publish a dataset version from a stage's outcomes, and announce it to Prefect.
 
-`summarize_outcomes` is pure; `publish_dataset_version` is the thin task that writes the
-version into the store, attaches a keyed table artifact (statistics and the version's
-location) to the flow run, emits `musika.dataset.published` for deployment triggers, and writes
-the version's HTML report (`tasks.reports.report`) with a `report-<name>` link artifact.
+`summarize_outcomes`, `failures_by_reason` and `failed_items` are pure; `publish_dataset_version`
+is the thin task that writes the version into the store, attaches a keyed table artifact
+(statistics and the version's location) to the flow run, emits `musika.dataset.published` for
+deployment triggers, and writes the version's HTML report (`tasks.reports.report`) with a
+`report-<name>` link artifact.
 Publishing uses the reports, never the other way round (artifact keys are in artifact_keys.py).
 """
 
@@ -61,6 +62,20 @@ def summarize_outcomes(outcomes: Sequence[ItemOutcome], failures: Sequence[ItemO
         if described:
             summary[name] = described
     return summary
+
+
+def failures_by_reason(failures: Sequence[ItemOutcome]) -> dict[str, dict[str, int]]:
+    """Per stage (in the order they first fail), how many items failed for which reason."""
+    counts: dict[str, Counter[str]] = {}
+    for outcome in failures:
+        counts.setdefault(outcome.stage, Counter())[outcome.reason or "error"] += 1
+    return {stage: dict(sorted(reasons.items())) for stage, reasons in counts.items()}
+
+
+def failed_items(failures: Sequence[ItemOutcome]) -> list[dict[str, str | None]]:
+    """Every failed item, by id: its id, the stage it failed in, the reason code and the message."""
+    return [{"item_id": o.item_id, "stage": o.stage, "reason": o.reason or "error", "message": o.message}
+            for o in sorted(failures, key=lambda o: o.item_id)]
 
 
 def summarize_sources(
@@ -140,6 +155,8 @@ def publish_dataset_version(
     """Publish the successful outcomes as the next version of `name` (or find it unchanged).
 
     `sources`, when given, is a per-source breakdown (`summarize_sources`) kept in the stats.
+    The result (what the dataset flows return) names the version and says why this run's items
+    failed: `failures_by_reason` per stage, and every one in `failed_items`.
     """
     logger = get_run_logger()
     store = ArtifactStore(store_root)
@@ -173,4 +190,5 @@ def publish_dataset_version(
                      "items": len(version.items), "hours": version.stats.get("hours")},
         )
     return {"ref": version.ref, "name": name, "version": version.version, "created": version.created,
-            "items": len(version.items), "failures": len(version.failures), "uri": location}
+            "items": len(version.items), "failures": len(version.failures), "uri": location,
+            "failures_by_reason": failures_by_reason(failures), "failed_items": failed_items(failures)}

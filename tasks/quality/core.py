@@ -17,8 +17,10 @@ Measurements (``evaluate_quality``):
 
 Duplicates: ``compute_fingerprint`` makes 32-bit hashes of band-energy differences over time
 and frequency (signs of differences: a gain change leaves them unchanged), about 43 per
-second; ``FingerprintIndex`` finds candidate alignments through exact hash hits and confirms
-them by the bit error rate over the overlap, so the same piece is found at any offset.
+second; ``FingerprintIndex`` finds candidate alignments through exact hash hits and, at each,
+the stretches whose local bit error rate is low, so the same piece is found at any offset and
+a segment that only partly repeats earlier audio loses just the repeated stretch
+(``FingerprintIndex.admit``: the rest is kept where it lasts long enough to be a segment).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ _INDEX_STRIDE = 4  # every 4th hash of an indexed item goes into the lookup tabl
 _MAX_CANDIDATES = 8
 _MIN_VOTES = 2
 _DEGENERATE_HASHES = frozenset({0, 0xFFFFFFFF})
+_MATCH_WINDOW_S = 3.0  # a hash repeats when the bit error rate over this window around it is low
+_MATCH_MIN_VALID = 0.25  # a window with fewer valid hashes than this share decides nothing
+_MAX_HOLE_S = 3.0  # a shorter unmatched stretch inside a repeat (a noisy patch) belongs to it
 
 
 class QualityRejected(ItemFailed):
@@ -338,6 +343,22 @@ class Fingerprint:
         hashes = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         return cls(hashes, hashes != 0)
 
+    def between(self, start_s: float, end_s: float) -> Fingerprint:
+        """The hashes that begin inside [start_s, end_s) of the fingerprinted audio."""
+        first, stop = _hash_at(start_s), _hash_at(end_s)
+        return Fingerprint(self.hashes[first:stop], self.valid[first:stop])
+
+
+def _hash_start_s(number: int) -> float:
+    """Where hash ``number`` begins, in seconds: it compares the spectra of frames ``number`` and
+    ``number + 1``, placed at their centres."""
+    return (number * FINGERPRINT_HOP + FINGERPRINT_FRAME / 2) / FINGERPRINT_RATE
+
+
+def _hash_at(seconds: float) -> int:
+    """The first hash that begins at or after ``seconds``."""
+    return max(0, math.ceil((seconds * FINGERPRINT_RATE - FINGERPRINT_FRAME / 2) / FINGERPRINT_HOP))
+
 
 @lru_cache(maxsize=1)
 def _fingerprint_bands() -> np.ndarray:
@@ -373,23 +394,128 @@ def compute_fingerprint(audio: np.ndarray, sample_rate: int) -> Fingerprint:
     return Fingerprint(hashes, valid)
 
 
-def _bit_errors(first: Fingerprint, second: Fingerprint, offset: int) -> tuple[float, int]:
-    """(bit error rate, frames compared) of first[i] against second[i + offset], valid frames only."""
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of every run of True in a boolean array."""
+    edges = np.diff(np.concatenate(([0], flags.astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def _fill_undecided(matched: np.ndarray, decided: np.ndarray) -> np.ndarray:
+    """``matched`` where ``decided``; elsewhere True when the nearest decided frame before or after
+    matched (a quiet stretch joins the repeat it borders)."""
+    count = matched.shape[0]
+    if not decided.any():
+        return np.zeros(count, dtype=bool)
+    positions = np.arange(count)
+    before = np.maximum.accumulate(np.where(decided, positions, -1))
+    after = np.minimum.accumulate(np.where(decided, positions, count)[::-1])[::-1]
+    from_before = (before >= 0) & matched[np.maximum(before, 0)]
+    from_after = (after < count) & matched[np.minimum(after, count - 1)]
+    return np.where(decided, matched, from_before | from_after)
+
+
+def _matching_runs(new: Fingerprint, indexed: Fingerprint, offset: int, max_ber: float) -> list[tuple[int, int, float]]:
+    """The stretches of ``new`` that repeat ``indexed`` aligned as new[i] ~ indexed[i + offset]:
+    (first hash, stop, bit error rate over the stretch).
+
+    A hash matches when the bit error rate over the ``_MATCH_WINDOW_S`` around it (frames valid in
+    both only) is at most ``max_ber``; a window with too few valid frames takes its neighbours'
+    verdict, and an unmatched hole shorter than ``_MAX_HOLE_S`` inside a repeat is part of it.
+    """
     start = max(0, -offset)
-    stop = min(first.hashes.shape[0], second.hashes.shape[0] - offset)
+    stop = min(new.hashes.shape[0], indexed.hashes.shape[0] - offset)
     if stop <= start:
-        return 1.0, 0
-    both = first.valid[start:stop] & second.valid[start + offset : stop + offset]
-    compared = int(both.sum())
-    if compared == 0:
-        return 1.0, 0
-    differing = np.bitwise_xor(first.hashes[start:stop][both], second.hashes[start + offset : stop + offset][both])
-    errors = int(np.unpackbits(differing.view(np.uint8)).sum())
-    return errors / (32.0 * compared), compared
+        return []
+    both = new.valid[start:stop] & indexed.valid[start + offset : stop + offset]
+    differing = np.bitwise_xor(new.hashes[start:stop], indexed.hashes[start + offset : stop + offset])
+    errors = np.where(both, np.bitwise_count(differing), 0).astype(np.int64)
+    count = stop - start
+    half = round(_MATCH_WINDOW_S * new.frames_per_second / 2)
+    positions = np.arange(count)
+    low, high = np.maximum(positions - half, 0), np.minimum(positions + half + 1, count)
+    summed_errors = np.concatenate(([0], np.cumsum(errors)))
+    summed_valid = np.concatenate(([0], np.cumsum(both)))
+    window_errors = summed_errors[high] - summed_errors[low]
+    window_valid = summed_valid[high] - summed_valid[low]
+    decided = window_valid >= _MATCH_MIN_VALID * (high - low)
+    matched = _fill_undecided(decided & (window_errors <= 32 * max_ber * window_valid), decided)
+    hole = _MAX_HOLE_S * new.frames_per_second
+    runs: list[tuple[int, int]] = []
+    for first, last in _runs(matched):
+        if runs and first - runs[-1][1] < hole:
+            runs[-1] = (runs[-1][0], last)
+        else:
+            runs.append((first, last))
+    found = []
+    for first, last in runs:
+        compared = int(both[first:last].sum())
+        ber = int(errors[first:last].sum()) / (32.0 * compared) if compared else 1.0
+        if ber <= max_ber:
+            found.append((start + first, start + last, ber))
+    return found
+
+
+def piece_item_id(item_id: str, start_s: float) -> str:
+    """The id of the stretch of item ``item_id`` that begins ``start_s`` seconds into it."""
+    return f"{item_id}@{start_s:.2f}s"
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """A stretch of a new item (seconds from its start) that repeats the indexed item
+    ``duplicate_of``, at fingerprint bit error rate ``ber``."""
+
+    start_s: float
+    end_s: float
+    duplicate_of: str
+    ber: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What deduplication keeps of an item: the ``kept`` stretches (seconds from its start) and
+    the ``repeats`` cut out; no repeats means the item is kept whole."""
+
+    kept: tuple[tuple[float, float], ...]
+    repeats: tuple[Repeat, ...] = ()
+
+    @property
+    def whole(self) -> bool:
+        return not self.repeats
+
+
+def _merge_repeats(repeats: list[Repeat]) -> list[Repeat]:
+    """Repeats in time order, overlapping ones joined under the name of the longer."""
+    merged: list[Repeat] = []
+    for repeat in sorted(repeats, key=lambda r: (r.start_s, -r.end_s)):
+        if merged and repeat.start_s <= merged[-1].end_s:
+            last = merged[-1]
+            named = last if last.duration_s >= repeat.duration_s else repeat
+            merged[-1] = Repeat(last.start_s, max(last.end_s, repeat.end_s), named.duplicate_of, named.ber)
+        else:
+            merged.append(repeat)
+    return merged
+
+
+def unrepeated_spans(duration_s: float, repeats: list[Repeat], min_kept_s: float) -> list[tuple[float, float]]:
+    """The stretches of an item outside its (merged, ordered) repeats lasting ``min_kept_s`` or more."""
+    spans: list[tuple[float, float]] = []
+    cursor = 0.0
+    for repeat in repeats:
+        if repeat.start_s - cursor >= min_kept_s:
+            spans.append((cursor, repeat.start_s))
+        cursor = max(cursor, repeat.end_s)
+    if duration_s - cursor >= min_kept_s:
+        spans.append((cursor, round(duration_s, 3)))
+    return spans
 
 
 class FingerprintIndex:
-    """Fingerprints of the items kept so far; ``find_duplicate`` says which one a new item repeats."""
+    """Fingerprints of the audio kept so far; ``admit`` says what a new item adds to it."""
 
     def __init__(self, params: QualityParams | None = None):
         self.params = params or QualityParams()
@@ -407,18 +533,26 @@ class FingerprintIndex:
         for frame in np.flatnonzero(fingerprint.valid)[::_INDEX_STRIDE].tolist():
             self._lookup[int(fingerprint.hashes[frame])].append((number, frame))
 
-    def find_duplicate(self, fingerprint: Fingerprint) -> str | None:
-        """The id of an indexed item holding the same audio, or None.
+    def find_repeats(self, fingerprint: Fingerprint, duration_s: float | None = None) -> list[Repeat]:
+        """The stretches of a new item (of ``duration_s``, else the fingerprint's length) that
+        repeat indexed items, in time order, overlapping ones merged.
 
-        Exact hash hits vote for (item, offset) alignments; the best-voted ones are confirmed
-        when their bit error rate over the overlap is at most ``duplicate_max_ber`` and the
-        overlap lasts ``duplicate_min_overlap_s`` (or 80 % of the shorter item).
+        Exact hash hits vote for (item, offset) alignments; at the best-voted ones (and a hash
+        either side) the matching stretches are found (``_matching_runs``, bit error rate at most
+        ``duplicate_max_ber``); one counts when it lasts ``duplicate_min_overlap_s`` (or 80 % of
+        the shorter item, if that is shorter).
         """
         votes: Counter[tuple[int, int]] = Counter()
         for frame in np.flatnonzero(fingerprint.valid).tolist():
             for number, indexed_frame in self._lookup.get(int(fingerprint.hashes[frame]), ()):
                 votes[(number, indexed_frame - frame)] += 1
-        best: tuple[float, str] | None = None
+        total_s = fingerprint.duration_s if duration_s is None else duration_s
+        last = fingerprint.hashes.shape[0]
+
+        def seconds(number: int) -> float:
+            return 0.0 if number == 0 else total_s if number == last else min(total_s, _hash_start_s(number))
+
+        found: list[Repeat] = []
         for (number, offset), count in votes.most_common(_MAX_CANDIDATES):
             if count < _MIN_VOTES:
                 break
@@ -426,14 +560,30 @@ class FingerprintIndex:
             shorter_s = min(candidate.duration_s, fingerprint.duration_s)
             needed = min(self.params.duplicate_min_overlap_s, 0.8 * shorter_s) * fingerprint.frames_per_second
             for shift in (offset - 1, offset, offset + 1):
-                ber, compared = _bit_errors(fingerprint, candidate, shift)
-                if compared >= needed and ber <= self.params.duplicate_max_ber and (best is None or ber < best[0]):
-                    best = (ber, self._ids[number])
-        return None if best is None else best[1]
+                for first, stop, ber in _matching_runs(fingerprint, candidate, shift, self.params.duplicate_max_ber):
+                    if stop - first >= needed:
+                        found.append(Repeat(round(seconds(first), 3), round(seconds(stop), 3), self._ids[number],
+                                            round(ber, 4)))
+        return _merge_repeats(found)
 
-    def check(self, item_id: str, fingerprint: Fingerprint) -> None:
-        """Add the item, or raise DuplicateItem naming the indexed item it repeats."""
-        original = self.find_duplicate(fingerprint)
-        if original is not None:
-            raise DuplicateItem(original, f"{item_id} repeats the audio of {original}")
-        self.add(item_id, fingerprint)
+    def admit(self, item_id: str, fingerprint: Fingerprint, duration_s: float, min_kept_s: float) -> Verdict:
+        """Index what a new item adds and say which stretches of it to keep.
+
+        An item that repeats nothing indexed is kept and indexed whole. Otherwise its repeats are
+        cut out and every stretch left that lasts ``min_kept_s`` is kept, indexed under
+        ``piece_item_id``; when none does, ``DuplicateItem`` names the item it repeats most.
+        """
+        repeats = self.find_repeats(fingerprint, duration_s)
+        if not repeats:
+            self.add(item_id, fingerprint)
+            return Verdict(((0.0, round(duration_s, 3)),))
+        kept = unrepeated_spans(duration_s, repeats, min_kept_s)
+        if not kept:
+            main = max(repeats, key=lambda repeat: repeat.duration_s)
+            repeated_s = sum(repeat.duration_s for repeat in repeats)
+            raise DuplicateItem(main.duplicate_of, f"{item_id} repeats the audio of {main.duplicate_of} "
+                                f"({repeated_s:.1f} of {duration_s:.1f} s repeat earlier audio, no other "
+                                f"stretch lasts {min_kept_s:g} s)")
+        for start_s, end_s in kept:
+            self.add(piece_item_id(item_id, start_s), fingerprint.between(start_s, end_s))
+        return Verdict(tuple(kept), tuple(repeats))

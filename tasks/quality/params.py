@@ -18,9 +18,10 @@ class InvalidQualityParams(ValueError):
 class QualityParams(BaseModel):
     """Quality filters on segments (a dropped segment is recorded with its reasons) and duplicates.
 
-    Set a max to 1.0 or a min to 0 to disable a filter. Two aligned fingerprints match when at
-    most `duplicate_max_ber` of their bits differ (different audio differs in about half), over
-    `duplicate_min_overlap_s` (or 80 % of the shorter item, if that is shorter).
+    Set a max to 1.0 or a min to 0 to disable a filter. A stretch of a segment repeats earlier
+    audio when at most `duplicate_max_ber` of its aligned fingerprint bits differ (different audio
+    differs in about half) for `duplicate_min_overlap_s` (or 80 % of the shorter item, if that is
+    shorter). Repeats are cut out; what is left is kept where it lasts `min_segment_s`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -82,6 +82,10 @@ class MidiHasNoNotes(RenderError):
     pass
 
 
+class MidiHasNoPitchedNotes(RenderError):
+    """Every note is on a drum track (MIDI channel 10): nothing to hear as piano."""
+
+
 class MidiTooLong(RenderError):
     pass
 
@@ -279,11 +283,13 @@ def _build_score(midi: Any, params: RenderParams, transpose: int, midi_path: Pat
     return _Score(events, tuple(unique_channels.values()), int(note_offs[:, 0].max()))
 
 
-def load_midi(midi_path: str | Path, max_duration_s: float) -> Any:
-    """Parse a MIDI file with pretty_midi and check it has notes and a bounded duration.
+def load_midi(midi_path: str | Path, max_duration_s: float, keep_unpitched: bool = False) -> Any:
+    """Parse a MIDI file with pretty_midi and check it has notes, pitched ones unless
+    `keep_unpitched`, and a bounded duration.
 
     Raises MidiFileNotFound, MidiParseError (naming the file and the parser's error),
-    MidiHasNoNotes or MidiTooLong (checked here, before anything is rendered).
+    MidiHasNoNotes, MidiHasNoPitchedNotes or MidiTooLong (checked here, before anything is
+    rendered).
     """
     import pretty_midi
 
@@ -301,6 +307,13 @@ def load_midi(midi_path: str | Path, max_duration_s: float) -> Any:
     note_ends = [note.end for instrument in midi.instruments for note in instrument.notes]
     if not note_ends:
         raise MidiHasNoNotes(f"{path}: MIDI contains no notes")
+    drum_tracks = [instrument for instrument in midi.instruments if instrument.notes and instrument.is_drum]
+    if not keep_unpitched and sum(len(track.notes) for track in drum_tracks) == len(note_ends):
+        raise MidiHasNoPitchedNotes(
+            f"{path}: only drum tracks (MIDI channel 10): {len(note_ends)} notes in "
+            f"{len(drum_tracks)} track{'s' if len(drum_tracks) > 1 else ''} and no pitched note; "
+            "--keep-unpitched (keep_unpitched) renders such files"
+        )
     duration = max(note_ends)
     if duration > max_duration_s:
         raise MidiTooLong(
@@ -546,11 +559,12 @@ def render_midi(
     ``params.sample_rate``.
 
     ``soundfont_path`` defaults to ``default_soundfont()``. MIDI longer than
-    ``params.max_midi_minutes`` is rejected with MidiTooLong before any rendering. Every failure
+    ``params.max_midi_minutes`` is rejected with MidiTooLong, MIDI with drum notes only (unless
+    ``params.keep_unpitched``) with MidiHasNoPitchedNotes, before any rendering. Every failure
     is a RenderError subclass.
     """
     render_params = params or RenderParams()
     soundfont = _existing_soundfont(soundfont_path or default_soundfont())
-    midi = load_midi(midi_path, render_params.max_midi_minutes * 60.0)
+    midi = load_midi(midi_path, render_params.max_midi_minutes * 60.0, render_params.keep_unpitched)
     synth = get_synth(soundfont, render_params.sample_rate)
     return synth.render(midi, render_params, midi_path, transpose)

@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 DEFAULT_SAMPLE_RATE = 44100
 DEFAULT_GAIN = 0.4
 Semitones = Annotated[int, Field(ge=-127, le=127)]
-_NOT_KEYED = frozenset({"soundfonts", "transpose", "max_midi_minutes"})
+_NOT_KEYED = frozenset({"soundfonts", "transpose", "max_midi_minutes", "keep_unpitched"})
 """Fields outside a rendering's key: soundfonts are item inputs (by digest), each transposition
-is one item, and max_midi_minutes only rejects files."""
+is one item, and max_midi_minutes and keep_unpitched only decide which files are kept."""
 
 
 class RenderParams(BaseModel):
@@ -47,6 +47,11 @@ class RenderParams(BaseModel):
         "trimmed.",
     )
     max_midi_minutes: float = Field(default=20.0, gt=0.0, description="Longer MIDI files are rejected.")
+    keep_unpitched: bool = Field(
+        default=False,
+        description="Render MIDI files whose notes are all on drum tracks (MIDI channel 10); by default they "
+        "are dropped as no_pitched_notes.",
+    )
     sample_rate: int = Field(
         default=DEFAULT_SAMPLE_RATE, ge=8000, le=96000, description="Output rate in Hz (FluidSynth's range)."
     )

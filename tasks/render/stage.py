@@ -17,6 +17,7 @@ from tasks.pipeline.sources import SourceFile
 from tasks.render.core import (
     MidiFileNotFound,
     MidiHasNoNotes,
+    MidiHasNoPitchedNotes,
     MidiParseError,
     MidiTooLong,
     RenderError,
@@ -40,9 +41,13 @@ _ITEM_REASONS: dict[type[RenderError], str] = {
     MidiFileNotFound: "missing_file",
     MidiParseError: "corrupt_midi",
     MidiHasNoNotes: "no_notes",
+    MidiHasNoPitchedNotes: "no_pitched_notes",
     MidiTooLong: "too_long",
     SilentRender: "silent",
 }
+_NOT_REMEMBERED = frozenset({"no_pitched_notes"})
+"""Failures decided by a setting outside the key (keep_unpitched): not recorded in the store, so
+a run with the other setting tries the file again."""
 
 
 def _variant_suffix(soundfont: Path, transpose: int, several_fonts: bool, several_shifts: bool) -> str:
@@ -79,11 +84,12 @@ def plan_render_items(files: Sequence[SourceFile], params: RenderParams) -> list
     return items
 
 
-def render_item(item: WorkItem, out_dir: Path, max_duration_s: float) -> dict[str, Any]:
-    """Render one planned item to `out_dir/audio.flac`; per-item problems become `ItemFailed`."""
+def render_item(item: WorkItem, out_dir: Path, max_duration_s: float, keep_unpitched: bool = False) -> dict[str, Any]:
+    """Render one planned item to `out_dir/audio.flac`; per-item problems become `ItemFailed`.
+    `max_duration_s` and `keep_unpitched` are the settings outside the item's key."""
     params, transpose = RenderParams.from_item_params(item.params)
     try:
-        midi = load_midi(item.source["path"], max_duration_s)
+        midi = load_midi(item.source["path"], max_duration_s, keep_unpitched)
         synth = get_synth(item.source["soundfont"], params.sample_rate)
         audio = synth.render(midi, params, item.source["path"], transpose)
     except tuple(_ITEM_REASONS) as error:
@@ -97,14 +103,19 @@ def render_item(item: WorkItem, out_dir: Path, max_duration_s: float) -> dict[st
 
 @task(name="render-batch", cache_policy=STORE_OBJECTS, persist_result=True)
 def render_batch(
-    items: list[WorkItem], store_root: str, max_duration_s: float, retry_failed: bool = False
+    items: list[WorkItem], store_root: str, max_duration_s: float, keep_unpitched: bool = False,
+    retry_failed: bool = False,
 ) -> list[ItemOutcome]:
     """Render a batch of MIDI items into the store (soundfonts load once per worker thread)."""
     logger = get_run_logger()
+    store = ArtifactStore(store_root)
     outcomes = run_batch(
-        ArtifactStore(store_root), STAGE, STAGE_VERSION, items,
-        lambda item, out_dir: render_item(item, out_dir, max_duration_s),
+        store, STAGE, STAGE_VERSION, items,
+        lambda item, out_dir: render_item(item, out_dir, max_duration_s, keep_unpitched),
         log=logger.warning, retry_failed=retry_failed,
     )
+    for outcome in outcomes:
+        if outcome.status == "failed" and outcome.reason in _NOT_REMEMBERED:
+            store.clear_failure(outcome.key)
     logger.info("render: %s", count_statuses(outcomes))
     return outcomes

@@ -30,6 +30,7 @@ from musika_model.audio import (
     ChannelLayoutError,
     EmptyAudioError,
     NonFiniteAudioError,
+    TruncatedAudioError,
     audio_info,
     iter_audio_blocks,
     read_audio_window,
@@ -257,10 +258,12 @@ class WrittenSegment:
 
 @contextmanager
 def _segmentation_failures() -> Iterator[None]:
-    """`musika_model.audio` errors as this stage's failures (``not_audio``, ``empty``,
-    ``non_finite``); a missing file or another fault of the machine stays an OSError."""
+    """`musika_model.audio` errors as this stage's failures (``truncated``, ``not_audio``,
+    ``empty``, ``non_finite``); a missing file or another fault of the machine stays an OSError."""
     try:
         yield
+    except TruncatedAudioError as error:
+        raise SegmentationFailed(error.reason, str(error)) from error
     except (AudioFileError, ChannelLayoutError) as error:
         raise NotAudio(str(error)) from error
     except EmptyAudioError as error:

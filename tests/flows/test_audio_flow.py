@@ -1,5 +1,6 @@
 """The recordings flow under the Prefect harness: a folder of wav/flac/mp3/ogg at several rates,
-mono and stereo, with a corrupt and a silent file; and the `dataset audio` / `dataset youtube` CLI."""
+mono and stereo, with a corrupt and a silent file; compilations that repeat each other's pieces;
+and the `dataset audio` / `dataset youtube` CLI."""
 
 from __future__ import annotations
 
@@ -77,6 +78,68 @@ def test_recordings_folder_is_segmented_filtered_and_normalized(recordings, tmp_
     assert again["stages"]["normalize"] == {"computed": 0, "reused": 3, "failed": 0}
     dropped = {f.item_id: f.reason for f in store.resolve("mozart@2").failures if f.stage == "quality"}
     assert list(dropped) == [f"{mono.stats['parent_id']}#0000"] and dropped[mono.item_id].startswith("low_bandwidth")
+
+
+def test_repeats_are_cut_out_of_a_segment_and_the_new_piece_between_them_is_kept(tmp_path):
+    """B holds A's two pieces (at -6 dB) with a new piece between them and no silence inside, so
+    all three share one segment; C holds A's second piece alone."""
+    rate, gap = 44100, np.zeros((2 * 44100, 2), np.float32)
+    first, second, new = piano_like(40.0, 11), piano_like(40.0, 12), piano_like(35.0, 13)
+    folder = tmp_path / "covers"
+    folder.mkdir()
+    sf.write(folder / "a.wav", compilation([first, second]), rate, subtype="PCM_16")
+    b = np.concatenate([gap, first * np.float32(0.5), new, second * np.float32(0.5), gap])
+    sf.write(folder / "b.wav", b, rate, subtype="PCM_16")
+    sf.write(folder / "c.wav", compilation([second * np.float32(0.7)]), rate, subtype="PCM_16")
+    store_root = tmp_path / "store"
+    build = {"name": "covers", "sources": [str(folder)], "segment_settings": SegmentParams(),
+             "run": RunSettings(store=str(store_root))}
+
+    result = build_audio_dataset(**build)
+    assert result["created"] and result["items"] == 3
+    assert result["stages"]["dedupe"] == {"computed": 1, "reused": 0, "failed": 1}
+    store = ArtifactStore(str(store_root))
+    version = store.resolve("covers")
+    (dropped,) = version.failures
+    assert (dropped.item_id, dropped.stage) == ("covers/c.wav#0000", "dedupe")
+    assert dropped.reason.startswith("duplicate: duplicate_of covers/a.wav#0001")
+
+    items = {item.item_id: item for item in version.items}
+    (piece_id,) = set(items) - {"covers/a.wav#0000", "covers/a.wav#0001"}
+    piece = items[piece_id].stats
+    assert piece_id.startswith("covers/b.wav#0000@") and piece["segment_id"] == "covers/b.wav#0000"
+    assert [cut["duplicate_of"] for cut in piece["repeats_cut"]] == ["covers/a.wav#0000", "covers/a.wav#0001"]
+    # The cuts sit at the edges of the new piece (42 s to 77 s into b.wav), within the 1 s that
+    # tests/tasks/quality/test_quality.py's BOUNDARY_TOLERANCE_S explains.
+    new_start_s = 2.0 + 40.0
+    assert piece["start_s"] == pytest.approx(new_start_s, abs=1.0)
+    assert piece["end_s"] == pytest.approx(new_start_s + 35.0, abs=1.0)
+    assert piece["repeats_cut"][0]["end_s"] == piece["start_s"] and piece["repeats_cut"][1]["start_s"] == piece["end_s"]
+    assert piece["duration_s"] == pytest.approx(piece["end_s"] - piece["start_s"], abs=0.01)
+    audio, _ = sf.read(store.local_path(items[piece_id].key) / "audio.wav", dtype="float32")
+    placed = np.zeros(b.shape[0], np.float32)
+    placed[int(new_start_s * rate) : int(new_start_s * rate) + new.shape[0]] = new[:, 0]
+    truth = placed[round(piece["start_s"] * rate) :][: audio.shape[0]]
+    assert np.corrcoef(audio[: truth.shape[0], 0], truth)[0, 1] > 0.99
+
+    # Normalize reads the dedupe object of the piece, and the segment itself for the others.
+    made_from = store.manifest(store.manifest(items[piece_id].key).inputs[0])
+    assert (made_from.stage, made_from.stage_version) == ("dedupe", 1)
+    cut_from = store.manifest(made_from.inputs[0])
+    assert cut_from.stage == "segment" and cut_from.item == "covers/b.wav#0000"
+    assert cut_from.stats["start_s"] + made_from.params["start_s"] == pytest.approx(piece["start_s"], abs=1e-3)
+    assert cut_from.stats["start_s"] + made_from.params["end_s"] == pytest.approx(piece["end_s"], abs=1e-3)
+    for whole in ("covers/a.wav#0000", "covers/a.wav#0001"):
+        assert "repeats_cut" not in items[whole].stats
+        assert store.manifest(store.manifest(items[whole].key).inputs[0]).stage == "segment"
+
+    # An unchanged re-run reuses every object and publishes nothing new.
+    objects = set(store.object_keys())
+    again = build_audio_dataset(**build)
+    assert again["ref"] == "covers@1" and not again["created"]
+    assert again["stages"]["dedupe"] == {"computed": 0, "reused": 1, "failed": 1}
+    assert again["stages"]["normalize"] == {"computed": 0, "reused": 3, "failed": 0}
+    assert set(store.object_keys()) == objects
 
 
 def test_dataset_audio_cli_publishes_then_reports_unchanged(recordings, tmp_path):

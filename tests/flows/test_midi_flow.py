@@ -22,6 +22,7 @@ from tasks.pipeline.batching import StageFailed
 from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import artifact_key
 from tasks.render.core import render_midi
+from tasks.render.params import RenderParams
 from tasks.store import ArtifactStore
 from tests.helpers import write_piano_midi
 
@@ -138,6 +139,39 @@ def test_bad_midi_is_recorded_and_the_rest_is_published(midi_folder, tmp_path):
     again = _run("mixed", [midi_folder], store_root)
     assert not again.result()["created"]
     assert set(_task_states(again)["render-batch"]) == {"Cached"}
+
+
+def _write_beat(path: Path, with_melody: bool = False) -> Path:
+    """Twelve drum hits (channel 10), and a pitched note over them if `with_melody`."""
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120)
+    kit = pretty_midi.Instrument(program=0, is_drum=True)
+    kit.notes.extend(pretty_midi.Note(100, 36 + index % 4, 0.25 * index, 0.25 * index + 0.1) for index in range(12))
+    midi.instruments.append(kit)
+    if with_melody:
+        piano = pretty_midi.Instrument(program=0)
+        piano.notes.append(pretty_midi.Note(90, 60, 0.0, 2.0))
+        midi.instruments.append(piano)
+    midi.write(str(path))
+    return path
+
+
+def test_drum_only_midi_is_dropped_as_no_pitched_notes_unless_kept(midi_folder, tmp_path):
+    drums = _write_beat(midi_folder / "drums.mid")
+    _write_beat(midi_folder / "drums-and-piano.mid", with_melody=True)
+    store_root = tmp_path / "store"
+    result = build_midi_dataset(name="beats", sources=[str(midi_folder)], run=RunSettings(store=str(store_root)))
+    assert result["items"] == 5 and result["failures_by_reason"] == {"render": {"no_pitched_notes": 1}}
+    [failure] = ArtifactStore(str(store_root)).resolve("beats").failures
+    assert (failure.item_id, failure.stage) == ("midi/drums.mid", "render")
+    assert failure.reason == (f"no_pitched_notes: {drums}: only drum tracks (MIDI channel 10): 12 notes in 1 track "
+                              "and no pitched note; --keep-unpitched (keep_unpitched) renders such files")
+
+    kept = build_midi_dataset(name="beats", sources=[str(midi_folder)], render_settings=RenderParams(keep_unpitched=True),
+                              run=RunSettings(store=str(store_root)))
+    assert (kept["ref"], kept["items"], kept["failures_by_reason"]) == ("beats@2", 6, {})
+    assert kept["stages"]["render"] == {"computed": 1, "reused": 5, "failed": 0}
 
 
 def test_all_items_failing_fails_the_flow_and_publishes_nothing(tmp_path):

@@ -1,9 +1,11 @@
 """The YouTube refresh flow under the Prefect harness, against a loopback HTTP server of synthetic
-compilations: segments with provenance, per-source counts, incremental refreshes, broken videos."""
+compilations: segments with provenance, per-source counts, incremental refreshes, broken videos,
+permanent failures remembered across refreshes."""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -207,6 +209,71 @@ def test_nothing_is_published_when_every_video_fails(server, tmp_path):
     with pytest.raises(StageFailed, match="no video found"):
         _refresh(name, [server.url("/gone.html")], store_root)
     assert ArtifactStore(str(store_root)).list_datasets() == []
+
+    # No version holds them, yet the store remembers both the dead videos and the dead source.
+    requested = {path: server.count(path) for path in ("/media/missing-1.wav", "/media/missing-2.wav", "/gone.html")}
+    with pytest.raises(StageFailed, match="download: all 2 items failed"):
+        _refresh(name, [server.url("/dead.html")], store_root)
+    with pytest.raises(StageFailed, match=r"no video found in 1 sources \(.*gone.html: http_404\)"):
+        _refresh(name, [server.url("/gone.html")], store_root)
+    assert {path: server.count(path) for path in requested} == requested
+
+
+def test_permanent_failures_are_remembered_until_retry_failed(server, tmp_path, caplog):
+    server.files["/media/garbage.wav"] = (b"this is not a wave file at all" * 50, "audio/wav")
+    server.add_page("/notes.html", "Just text", [])
+    dead = {"/media/missing.wav": "http_404", "/notes.html": "not_media", "/media/garbage.wav": "not_media"}
+    sources = [server.url(path) for path in ("/media/a.wav", *dead)]
+    store_root = tmp_path / "store"
+    name = f"dead-links-{uuid.uuid4().hex[:6]}"
+    tolerant = {"max_failure_ratio": 1.0}
+
+    first = _refresh(name, sources, store_root, run=tolerant)
+    assert first["created"] and first["items"] == 2
+    version = ArtifactStore(str(store_root)).resolve(name)
+    assert {(failure.item_id.split("-", 2)[1] if failure.stage == "download" else failure.item_id,
+             failure.stage, failure.reason.split(":", 1)[0]) for failure in version.failures} == {
+        (server.url("/media/missing.wav"), "list", "http_404"),
+        (server.url("/notes.html"), "list", "not_media"),
+        ("garbage", "download", "not_media"),
+    }
+    requested = {path: server.count(path) for path in dead}
+    assert all(requested.values())
+
+    # Listing and download failures alike: not one request to a dead link, nothing new to publish.
+    with caplog.at_level(logging.INFO):
+        second = _refresh(name, sources, store_root, run=tolerant)
+    assert {path: server.count(path) for path in dead} == requested
+    assert second["ref"] == first["ref"] and not second["created"]
+    assert second["stages"]["list"] == {"listed": 2, "failed": 2}
+    assert second["stages"]["download"] == {"computed": 0, "reused": 1, "failed": 1}
+    summaries = [record.getMessage() for record in caplog.records if "remembered as permanent" in record.getMessage()]
+    assert summaries == [("skipped 2 sources and 1 video remembered as permanent failures (not media x2, "
+                          "404 Not Found); --retry-failed (run.retry_failed) tries them again")]
+
+    third = _refresh(name, sources, store_root, run={**tolerant, "retry_failed": True})
+    assert all(server.count(path) > requested[path] for path in dead)
+    assert third["ref"] == first["ref"] and third["failures"] == 3
+
+
+def test_a_refusal_by_the_size_cap_is_remembered_under_that_cap(server, tmp_path):
+    sources = [server.url("/media/a.wav"), server.url("/media/c.wav")]  # about 10 and 5 MiB
+    store_root = tmp_path / "store"
+    name = f"capped-{uuid.uuid4().hex[:6]}"
+    capped = CRAWL.model_copy(update={"max_download_mb": 8.0})
+
+    first = _refresh(name, sources, store_root, crawl=capped, run={"max_failure_ratio": 1.0})
+    (failure,) = ArtifactStore(str(store_root)).resolve(name).failures
+    assert failure.item_id.startswith("generic-a-")
+    assert failure.reason.startswith("too_large: the server announces 9.8 MiB, over the 8.0 MiB cap")
+    requested = server.count("/media/a.wav")
+
+    again = _refresh(name, sources, store_root, crawl=capped, run={"max_failure_ratio": 1.0})
+    assert server.count("/media/a.wav") == requested and again["ref"] == first["ref"]
+
+    uncapped = _refresh(name, sources, store_root)  # another cap: the refusal no longer applies
+    assert server.count("/media/a.wav") > requested
+    assert uncapped["created"] and uncapped["stages"]["download"] == {"computed": 1, "reused": 1, "failed": 0}
 
 
 def test_chapters_of_a_download_decide_its_segments(pieces, tmp_path):

@@ -43,6 +43,7 @@ def test_every_audio_error_is_a_value_error_of_one_family():
         assert issubclass(error, audio.AudioError)
     assert issubclass(audio.AudioError, ValueError)
     assert not issubclass(audio.AudioError, OSError)
+    assert issubclass(audio.TruncatedAudioError, audio.AudioFileError)
 
 
 # ------------------------------------------------------------------ reading
@@ -145,6 +146,78 @@ def test_bad_files_raise_the_family_and_name_the_file(tmp_path):
     with pytest.raises(audio.ChannelLayoutError, match="6 channels"):
         audio.read_audio(surround)
     assert audio.audio_info(surround).channels == 6  # the header alone is no error
+
+
+# ------------------------------------------------------------------ files cut short
+
+
+def _cut_to(path: Path, seconds: float, held_s: float, file_format: str, subtype: str) -> Path:
+    """`seconds` of audio written at `path`, then cut to the bytes a file of `held_s` takes."""
+    sf.write(path, two_partials(seconds), SR, format=file_format, subtype=subtype)
+    short = path.with_name("short-" + path.name)
+    sf.write(short, two_partials(held_s), SR, format=file_format, subtype=subtype)
+    os.truncate(path, short.stat().st_size)
+    return path
+
+
+_READERS = {
+    "audio_info": audio.audio_info,
+    "read_audio": audio.read_audio,
+    "load_audio": audio.load_audio,
+    "read_audio_window": lambda path: audio.read_audio_window(path, 0, 10),
+    "iter_audio_blocks": lambda path: list(audio.iter_audio_blocks(path, None, 4096)),
+    "copy_to_flac": lambda path: audio.copy_to_flac(path, path.with_suffix(".copy.flac")),
+}
+
+
+@pytest.mark.parametrize("file_format, subtype, suffix", [
+    ("WAV", "PCM_16", ".wav"), ("WAV", "FLOAT", ".wav"), ("WAVEX", "PCM_24", ".wav"), ("AIFF", "PCM_16", ".aiff"),
+])
+def test_a_wav_or_aiff_cut_short_is_refused_by_every_reader_with_both_lengths(tmp_path, file_format, subtype,
+                                                                              suffix):
+    """libsndfile opens a cut WAV or AIFF as a valid 2 s file; its header still says 60 s."""
+    path = _cut_to(tmp_path / f"cut{suffix}", 60.0, 2.0, file_format, subtype)
+    assert sf.info(path).frames == 2 * SR
+    for name, read in _READERS.items():
+        with pytest.raises(audio.TruncatedAudioError) as caught:
+            read(path)
+        assert str(caught.value) == f"{path}: truncated file: declares 60.00 s, holds 2.00 s", name
+        assert (caught.value.reason, caught.value.declared_frames, caught.value.frames) == ("truncated", 60 * SR, 2 * SR)
+    assert not path.with_suffix(".copy.flac").exists()
+
+
+def test_a_flac_cut_short_is_refused_while_decoding(tmp_path):
+    """FLAC's header keeps the declared length (audio_info trusts it); decoding breaks off at the
+    end of the file, and the error counts the frames that still decode. A window inside what is
+    left reads."""
+    path = tmp_path / "cut.flac"
+    sf.write(path, two_partials(60.0), SR, subtype="PCM_16")
+    os.truncate(path, path.stat().st_size // 30)
+    assert audio.audio_info(path).frames == 60 * SR
+    assert audio.read_audio_window(path, 0, 10)[0].shape == (10, 2)
+    readers = {**_READERS, "read_audio_window": lambda path: audio.read_audio_window(path, 0, 10 * SR)}
+    del readers["audio_info"]
+    for read in readers.values():
+        with pytest.raises(audio.TruncatedAudioError, match=r"cut.flac: truncated file: declares 60.00 s, holds 1\.\d\d s"):
+            read(path)
+
+
+def test_damage_inside_a_file_and_an_open_ended_wav_are_not_truncation(tmp_path):
+    damaged = tmp_path / "damaged.flac"
+    sf.write(damaged, two_partials(20.0), SR, subtype="PCM_16")
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4000] = bytes(4000)
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(audio.AudioFileError, match="decoding failed") as caught:
+        audio.read_audio(damaged)
+    assert not isinstance(caught.value, audio.TruncatedAudioError)
+    # A streaming writer leaves the sizes open (0xFFFFFFFF): the file holds what it holds.
+    streamed = tmp_path / "streamed.wav"
+    sf.write(streamed, two_partials(1.0), SR, subtype="PCM_16")
+    data = bytearray(streamed.read_bytes())
+    data[4:8] = data[data.index(b"data") + 4 : data.index(b"data") + 8] = b"\xff" * 4
+    streamed.write_bytes(bytes(data))
+    assert audio.read_audio(streamed)[0].shape == (SR, 2)
 
 
 # ------------------------------------------------------------------ in memory
@@ -341,7 +414,7 @@ def test_single_audio_file_of_a_store_object(tmp_path):
 
 @pytest.fixture()
 def bad_objects(tmp_path):
-    """A store with one object per bad audio file: NaN, empty, six channels, not audio."""
+    """A store with one object per bad audio file: NaN, empty, six channels, not audio, cut short."""
     from tasks.store import ArtifactStore
 
     store = ArtifactStore(str(tmp_path / "store"))
@@ -357,6 +430,10 @@ def bad_objects(tmp_path):
     with store.publish_object("test-audio", 1, {"name": "junk"}, [f"sha256:{9:064x}"]) as staged:
         (staged.dir / "audio.wav").write_bytes(b"RIFF....WAVEjunk")
     keys["junk"] = staged.key
+    with store.publish_object("test-audio", 1, {"name": "cut"}, [f"sha256:{10:064x}"]) as staged:
+        _cut_to(staged.dir / "audio.wav", 60.0, 2.0, "WAV", "PCM_16")
+        (staged.dir / "short-audio.wav").unlink()
+    keys["cut"] = staged.key
     return store, keys
 
 
@@ -377,7 +454,8 @@ def test_stages_record_their_reason_codes_for_bad_audio_files(bad_objects, tmp_p
         "quality": (lambda key: quality_item(store, WorkItem("x", "k", (key,), QualityParams().measure_key_params()), tmp_path),
                     {"nan": "non_finite", "empty": "empty", "six": "bad_shape"}),
         "segment-plan": (lambda key: plan_file(single_audio_file(store.local_path(key)), SegmentParams()),
-                         {"nan": "non_finite", "empty": "empty", "six": "not_audio", "junk": "not_audio"}),
+                         {"nan": "non_finite", "empty": "empty", "six": "not_audio", "junk": "not_audio",
+                          "cut": "truncated"}),
     }
     for stage, (run, codes) in stages.items():
         for name, code in codes.items():
@@ -386,7 +464,8 @@ def test_stages_record_their_reason_codes_for_bad_audio_files(bad_objects, tmp_p
             assert caught.value.reason == code, (stage, name)
             assert "audio.wav" in str(caught.value), (stage, name)  # the message names the file
         if "junk" not in codes:  # an undecodable object of our own stages is no recorded failure
-            with pytest.raises(audio.AudioFileError):
-                run(keys["junk"])
+            for name in ("junk", "cut"):
+                with pytest.raises(audio.AudioFileError):
+                    run(keys[name])
     with pytest.raises(ItemFailed, match=r"frame 30000 \(0\.680 s\)"):
         stages["normalize"][0](keys["nan"])

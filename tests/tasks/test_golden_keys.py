@@ -44,8 +44,9 @@ from tasks.normalize.stage import plan_normalize_items
 from tasks.pipeline.batching import WorkItem
 from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, resolve_model
 from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
+from tasks.quality.core import Repeat, Verdict
 from tasks.quality.params import QualityParams
-from tasks.quality.stage import plan_quality_items
+from tasks.quality.stage import plan_piece_items, plan_quality_items
 from tasks.render.params import RenderParams
 from tasks.render.stage import plan_render_items
 from tasks.reports.report import report_artifact_key
@@ -70,6 +71,7 @@ GOLDEN_KEYS: dict[str, str] = {
     "segment": "b495c1c5b1f0cd6b43e03c19b104adfa88e2242fd1d76923f35b2416dbd4b5af",
     "quality": "49c75d95b5c36f1065aa1e94ba97069c607f29f35bcaaa327c4b807e0c94e042",
     "dedupe": "49c75d95b5c36f1065aa1e94ba97069c607f29f35bcaaa327c4b807e0c94e042",
+    "dedupe-kept-stretch": "c30a338deb30d32c49eed30ccfee01cf40749c7ae0c6117e2065d7eb76447ef8",
     "encode": "964357583bad97761e4c2c052112c34c749c5d042d0479660d45f6c044cc19b1",
     "latents-dataset-digest": "sha256:9f2a32f6ad95a7e6036084d57e2f0b3717edca6c9fb6a6fd39542b40c58df333",
     "train-autoencoder": "f1d08e751b12c2357c4c78fa259d66ee9fb7bd7fcd8751581ee6560a35b5ef8b",
@@ -84,8 +86,9 @@ GOLDEN_KEYS: dict[str, str] = {
     "report-location": "datasets/piano-audio/reports/000001.html",
     "report-artifact-key": "report-piano-audio-v2",
 }
-"""Stage (or case) -> its pinned key. `dedupe` makes no object: its settings must leave the
-quality key alone, so its literal is the quality one. Reports are no objects either: a report
+"""Stage (or case) -> its pinned key. `dedupe`'s settings must leave the quality key alone, so its
+literal is the quality one; `dedupe` makes an object only for the kept stretch of a segment that
+partly repeats earlier audio (`dedupe-kept-stretch`, pinned since that object appeared). Reports are no objects either: a report
 is found by its path in the store and its Prefect artifact key, pinned instead."""
 
 # Upstream object keys and content digests, written by hand (any 64 hex digits would do).
@@ -235,6 +238,13 @@ def dedupe_key(inputs: GoldenInputs) -> str:
     return quality_key_with(QualityParams(duplicate_max_ber=0.1, duplicate_min_overlap_s=5.0))
 
 
+def dedupe_kept_stretch_key(inputs: GoldenInputs) -> str:
+    segment = WorkItem("youtube-dQw4w9WgXcQ#0001", SEGMENT_KEY, (SEGMENT_PLAN_KEY,), {}, {"start_s": 12.5})
+    repeat = Repeat(40.375, 75.0, "youtube-abc#0000", 0.12)
+    (item,) = plan_piece_items(segment, Verdict(kept=((0.0, 40.375),), repeats=(repeat,)))
+    return item.key
+
+
 def encode_key(inputs: GoldenInputs) -> str:
     ae_key, _ = inputs.model.require_autoencoder()
     return plan_encode_items(inputs.audio, ae_key)[0].key
@@ -331,6 +341,7 @@ KEY_FUNCTIONS: dict[str, Callable[[GoldenInputs], str]] = {
     "segment": segment_key,
     "quality": quality_key,
     "dedupe": dedupe_key,
+    "dedupe-kept-stretch": dedupe_kept_stretch_key,
     "encode": encode_key,
     "latents-dataset-digest": latents_dataset_digest,
     "train-autoencoder": train_autoencoder_key,

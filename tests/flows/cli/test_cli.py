@@ -24,6 +24,7 @@ from tasks.quality.params import QualityParams
 from tasks.render.params import RenderParams
 from tasks.segment.params import SegmentParams
 from tasks.store import ArtifactStore
+from tests.helpers import run_cli, write_piano_midi
 
 
 def _publish(store: ArtifactStore, name: str, contents: dict[str, bytes]) -> str:
@@ -147,6 +148,43 @@ def test_human_output_of_diff_verify_and_gc(store, capsys):
     assert code == 0 and "0 problems" in out
     code, out, _ = _run(capsys, store, "store", "gc", "--dry-run")
     assert code == 0 and out.startswith("would delete 0 objects")
+
+
+def test_a_build_says_why_items_failed_per_stage_and_with_verbose_which(tmp_path):
+    """`dataset midi` with a file of drums only and a corrupt one: reason counts per stage in
+    --json and in the human output; the failed items themselves with --verbose."""
+    import pretty_midi
+
+    folder = tmp_path / "midi"
+    for index in range(3):
+        write_piano_midi(folder / f"piece-{index}.mid", seconds=3.0, seed=index)
+    beat = pretty_midi.PrettyMIDI()
+    beat.instruments.append(pretty_midi.Instrument(program=0, is_drum=True))
+    beat.instruments[0].notes.extend(pretty_midi.Note(100, 36, 0.5 * i, 0.5 * i + 0.1) for i in range(4))
+    beat.write(str(folder / "beat.mid"))
+    (folder / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
+    build = ["--store", str(tmp_path / "store"), "dataset", "midi", str(folder), "--name", "why"]
+
+    code, out, _ = run_cli(*build, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["items"] == 3 and "failed_items" not in result
+    assert result["failures_by_reason"] == {"render": {"corrupt_midi": 1, "no_pitched_notes": 1}}
+    code, out, _ = run_cli(*build, "--json", "--verbose")
+    failed = {item["item_id"]: item for item in json.loads(out)["failed_items"]}
+    assert sorted(failed) == ["midi/beat.mid", "midi/corrupt.mid"]
+    assert {item["stage"] for item in failed.values()} == {"render"}
+    assert (failed["midi/beat.mid"]["reason"], failed["midi/corrupt.mid"]["reason"]) == ("no_pitched_notes",
+                                                                                        "corrupt_midi")
+    assert failed["midi/beat.mid"]["message"].startswith(f"{folder / 'beat.mid'}: only drum tracks")
+
+    code, out, _ = run_cli(*build)
+    assert code == 0 and out.splitlines()[2:] == ["  render failures: corrupt_midi 1, no_pitched_notes 1"]
+    code, out, _ = run_cli(*build, "--verbose")
+    assert out.splitlines()[2:] == [
+        "  render failures: corrupt_midi 1, no_pitched_notes 1",
+        f"    midi/beat.mid: no_pitched_notes: {failed['midi/beat.mid']['message']}",
+        f"    midi/corrupt.mid: corrupt_midi: {failed['midi/corrupt.mid']['message']}",
+    ]
 
 
 def test_model_info_reports_the_official_parameter_counts(capsys):

@@ -1,7 +1,7 @@
 """Crawl stage against a loopback HTTP server started here: direct media files, HTML pages with
 <audio>/<video> tags (one page with several is a playlist), and broken cases (404, not media,
-truncated, slow, no audio stream, rate limited). Chapters go through yt-dlp's own info-dict
-path offline."""
+truncated, slow, no audio stream, rate limited, oversized, a server that never answers).
+Chapters go through yt-dlp's own info-dict path offline."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import html
 import http.server
 import json
 import re
+import select
 import shutil
+import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from pydantic import ValidationError
+from yt_dlp.utils import DownloadError, ExtractorError
 
 from tasks.download.core import (
     CrawlEntry,
@@ -29,7 +34,10 @@ from tasks.download.core import (
     InvalidSource,
     NoAudio,
     NotMedia,
+    TooLarge,
     TruncatedDownload,
+    Unavailable,
+    _classify,
     download_audio,
     download_info,
     expand_sources,
@@ -40,7 +48,7 @@ from tasks.download.core import (
 )
 from tasks.download.params import CrawlParams, InvalidCrawlParams
 from tasks.pipeline.batching import ItemFailed
-from tests.helpers import MediaServer, media_server, slow_reply, truncated_reply
+from tests.helpers import MediaServer, Reply, media_server, slow_reply, truncated_reply
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
@@ -63,6 +71,7 @@ def fast(**changes: object) -> CrawlParams:
 
 
 SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MIB = 1 << 20
 UNSAFE_TITLE = 'Ballade "No. 1" / Op. 23 — ショパン & Liszt'
 
 
@@ -132,6 +141,85 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
             "/media/blocked.wav": always_forbidden,
         })
         yield state
+
+
+@pytest.fixture()
+def silent_server() -> Iterator[tuple[str, list[float]]]:
+    """A server that accepts connections and never answers: a URL on it, and when each
+    connection came."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[float] = []
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+            accepted.append(time.monotonic())
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/media/piece.wav", accepted
+    listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+    for connection in held:
+        connection.close()
+
+
+def _hangs_up(connection: socket.socket, within_s: float) -> bool:
+    """True when the client closes the connection within `within_s` (it sends nothing more)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([connection], [], [], 0.02)
+        if readable and connection.recv(1, socket.MSG_PEEK) == b"":
+            return True
+    return False
+
+
+def _stream(handler: http.server.BaseHTTPRequestHandler, size: int, sent: list[int]) -> None:
+    """Send `size` zero bytes until the client hangs up, counting them in `sent[-1]`."""
+    chunk = bytes(64 * 1024)
+    try:
+        while sent[-1] < size:
+            handler.wfile.write(chunk)
+            sent[-1] += len(chunk)
+    except OSError:
+        pass
+
+
+def announces(size: int, sent: list[int]) -> Reply:
+    """Announce `size` bytes, give the client 3 s to hang up, then send them; `sent` gets the body
+    bytes sent per request (0 for a client that refused the announced size)."""
+
+    def reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, content_type: str, count: int) -> bool:
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(size))
+        handler.end_headers()
+        handler.wfile.flush()
+        sent.append(0)
+        if not _hangs_up(handler.connection, 3.0):
+            _stream(handler, size, sent)
+        return True
+
+    return reply
+
+
+def unannounced(size: int, sent: list[int]) -> Reply:
+    """Send `size` bytes with no Content-Length (the end of the connection ends the body)."""
+
+    def reply(handler: http.server.BaseHTTPRequestHandler, body: bytes, content_type: str, count: int) -> bool:
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.end_headers()
+        handler.close_connection = True
+        sent.append(0)
+        _stream(handler, size, sent)
+        return True
+
+    return reply
 
 
 def entry_for(server: MediaServer, path: str, params: CrawlParams = FAST) -> CrawlEntry:
@@ -286,6 +374,86 @@ def test_transient_errors_are_retried_with_backoff(server: MediaServer, tmp_path
     assert server.count("/media/blocked.wav") - before == 3  # one try and two retries
 
 
+def test_a_server_that_never_answers_costs_one_timeout_per_attempt(silent_server, tmp_path: Path) -> None:
+    url, accepted = silent_server
+    quick = fast(socket_timeout_s=2.0, retries=0)
+    entry = CrawlEntry(item_id="generic-silent", video_id="silent", extractor="generic", url=url)
+    timings = []
+    for attempt in (lambda: list_entries(url, quick), lambda: download_audio(entry, tmp_path, quick)):
+        started = time.monotonic()
+        with pytest.raises(DownloadTimeout) as failure:
+            attempt()
+        timings.append(time.monotonic() - started)
+        assert failure.value.reason == "timeout" and failure.value.transient
+    assert all(1.9 < seconds < 5.0 for seconds in timings), timings
+    assert len(accepted) == 2  # one request each: yt-dlp retries nothing on its own
+    started = time.monotonic()
+    with pytest.raises(DownloadTimeout):
+        list_entries(url, fast(socket_timeout_s=1.0, retries=2, retry_backoff_s=0.1))
+    assert len(accepted) == 5  # the listing, then its two retries
+    assert 3.2 < time.monotonic() - started < 7.0  # three 1 s timeouts, 0.1 + 0.2 s of backoff
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_announced_size_over_the_cap_is_refused_before_the_body(server: MediaServer, tmp_path: Path) -> None:
+    sent: list[int] = []
+    server.files["/media/huge.wav"] = (b"", "audio/wav")
+    server.special["/media/huge.wav"] = announces(64 * MIB, sent)
+    capped = fast(max_download_mb=1.0)
+    entry = entry_for(server, "/media/huge.wav", capped)
+    with pytest.raises(TooLarge) as failure:
+        download_audio(entry, tmp_path, capped)
+    assert failure.value.reason == "too_large" and not failure.value.transient
+    assert "announces 64.0 MiB, over the 1.0 MiB cap" in str(failure.value)
+    assert len(sent) == 3 and sum(sent) == 0  # listing, extraction, download: none read the body
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stream_past_the_cap_is_stopped_and_its_file_removed(server: MediaServer, tmp_path: Path) -> None:
+    sent: list[int] = []
+    server.files["/media/endless.wav"] = (b"", "audio/wav")
+    server.special["/media/endless.wav"] = unannounced(256 * MIB, sent)
+    capped = fast(max_download_mb=1.0)
+    entry = entry_for(server, "/media/endless.wav", capped)
+    with pytest.raises(TooLarge) as failure:
+        download_audio(entry, tmp_path, capped)
+    message = str(failure.value)
+    assert failure.value.reason == "too_large" and "the server announced no size" in message
+    received = float(re.search(r"stopped after ([\d.]+) MiB received, over the 1.0 MiB cap", message).group(1))
+    assert 1.0 < received < 8.0  # stopped within a few read blocks of the cap
+    assert max(sent) < 64 * MIB
+    assert list(tmp_path.iterdir()) == []  # the partial file went with the work directory
+
+
+def _extractor_failure(message: str) -> DownloadError:
+    """The DownloadError yt-dlp raises when an extractor gives up with `message`."""
+    try:
+        raise ExtractorError(message, expected=True)
+    except ExtractorError:
+        return DownloadError(f"ERROR: [youtube] abc: {message}", sys.exc_info())
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("Private video. Sign in if you've been granted access to this video", "unavailable"),
+        ("Video unavailable. This video has been removed by the uploader", "unavailable"),
+        (("Video unavailable. This video is no longer available because the YouTube account associated with "
+          "this video has been terminated."), "unavailable"),
+        ("This playlist is private", "unavailable"),
+        ("The channel/playlist does not exist and the URL redirected to youtube.com home page", "unavailable"),
+        (("Video unavailable. This content isn't available, try again later. The current session has been "
+          "rate-limited by YouTube for up to an hour."), "download_error"),
+        ("Sign in to confirm you're not a bot. Use --cookies-from-browser or --cookies for the authentication.",
+         "download_error"),
+    ],
+)
+def test_gone_videos_are_unavailable_and_rate_limits_are_not(message: str, reason: str) -> None:
+    failure = _classify(_extractor_failure(message), None)
+    assert failure.reason == reason
+    assert isinstance(failure, Unavailable) == (reason == "unavailable")
+
+
 def test_downloads_are_spaced_by_the_rate_limit(server: MediaServer, tmp_path: Path) -> None:
     params = fast(sleep_between_downloads_s=0.8)
     entry = entry_for(server, "/media/mono.wav")
@@ -379,3 +547,6 @@ def test_params_are_validated() -> None:
     assert CrawlParams().backoff_s(0) == 5.0 and CrawlParams().backoff_s(10) == 120.0
     assert CrawlParams().backoff_s(0, retry_after_s=30.0) == 30.0
     assert CrawlParams().model_dump()["min_duration_s"] == 30.0
+    assert CrawlParams().max_download_mb == 4096.0 and CrawlParams(max_download_mb=None).max_download_mb is None
+    with pytest.raises(ValidationError, match="max_download_mb"):
+        CrawlParams(max_download_mb=0)

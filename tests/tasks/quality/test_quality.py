@@ -1,6 +1,7 @@
 """Quality filters on synthetic audio: bandwidth of real-ish piano against low-passed and MP3
-copies, duplicates across two compilations at different gains and offsets, silence and
-clipping ratios, loudness range."""
+copies, duplicates across two compilations at different gains and offsets, segments that only
+partly repeat earlier audio (the repeats cut out, the rest kept), silence and clipping ratios,
+loudness range."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tasks.quality.core import (
     effective_bandwidth,
     evaluate_quality,
     loudness_range,
+    piece_item_id,
     silence_ratio,
 )
 from tasks.quality.params import QualityParams
@@ -129,13 +131,91 @@ def test_duplicate_found_across_compilations_at_other_gain_and_offset(tmp_path: 
     segments_a = _segments(path_a, params)
     assert len(segments_a) == 3
     for number, audio in enumerate(segments_a):
-        index.check(f"a-{number}", compute_fingerprint(audio, rate))  # no false match within A
+        verdict = index.admit(f"a-{number}", compute_fingerprint(audio, rate), audio.shape[0] / rate, 30.0)
+        assert verdict.whole  # no false match within A
     assert len(index) == 3
-    found = [index.find_duplicate(compute_fingerprint(audio, rate)) for audio in _segments(path_b, params)]
-    assert found == [None, "a-1", None]
+    segments_b = _segments(path_b, params)
+    found = [[r.duplicate_of for r in index.find_repeats(compute_fingerprint(audio, rate))] for audio in segments_b]
+    assert found == [[], ["a-1"], []]
     with pytest.raises(DuplicateItem) as duplicate:
-        index.check("b-1", compute_fingerprint(_segments(path_b, params)[1], rate))
+        index.admit("b-1", compute_fingerprint(segments_b[1], rate), segments_b[1].shape[0] / rate, 30.0)
     assert duplicate.value.reason == "duplicate" and duplicate.value.duplicate_of == "a-1"
+
+
+BOUNDARY_TOLERANCE_S = 1.0
+"""How far a cut may sit from the true edge of a repeat. Each fingerprint hash (23 ms) is judged
+by the bit error rate over the 3 s around it: about 0 for a repeat, 0.5 for other audio, so the
+0.25 threshold is crossed where about half that window is new audio, within a few hundred ms
+of the edge (the fingerprint frames span 0.37 s); 1 s leaves room and still fails a cut made at
+a segment's end or a window's width off."""
+
+
+def _admitted_pieces(rate: int) -> tuple[FingerprintIndex, list[np.ndarray]]:
+    """An index holding the two pieces of compilation A (seeds 30 and 31), and those pieces."""
+    first, truth = compilation([40.0, 40.0], [2.0, 2.0, 1.0], rate=rate, seed=30)
+    pieces = [first[int(start * rate) : int(end * rate)] for start, end in truth]
+    index = FingerprintIndex()
+    for number, piece in enumerate(pieces):
+        assert index.admit(f"a-{number}", compute_fingerprint(piece, rate), piece.shape[0] / rate, 30.0).whole
+    return index, pieces
+
+
+def _one_segment(path: Path, audio: np.ndarray, rate: int) -> tuple[np.ndarray, float]:
+    """Write a recording that has no silence inside and cut it: its one segment and its start."""
+    sf.write(path, audio, rate, subtype="PCM_16")
+    plan = plan_file(path, SegmentParams(sample_rate=rate))
+    (segment,) = [audio for _, audio in iter_segment_audio(path, plan)]
+    return segment, plan.segments[0].start_s
+
+
+def test_a_new_piece_between_two_repeats_is_kept_and_the_repeats_cut(tmp_path: Path) -> None:
+    rate = 16000
+    index, (first, second) = _admitted_pieces(rate)
+    new = piano_piece(35.0, rate, seed=40)
+    quiet = np.zeros(int(1.5 * rate), np.float32)
+    # One stretch without silence: the new piece cannot get a segment of its own.
+    recording = np.concatenate([quiet, first * np.float32(0.5), new, second * np.float32(0.5), quiet])
+    segment, start_s = _one_segment(tmp_path / "b.wav", recording, rate)
+    duration_s = segment.shape[0] / rate
+
+    verdict = index.admit("b-0", compute_fingerprint(segment, rate), duration_s, 30.0)
+    assert [r.duplicate_of for r in verdict.repeats] == ["a-0", "a-1"]
+    assert all(r.ber <= QualityParams().duplicate_max_ber for r in verdict.repeats)
+    ((kept_start, kept_end),) = verdict.kept
+    new_start_s = 1.5 + 40.0
+    assert start_s + kept_start == pytest.approx(new_start_s, abs=BOUNDARY_TOLERANCE_S)
+    assert start_s + kept_end == pytest.approx(new_start_s + 35.0, abs=BOUNDARY_TOLERANCE_S)
+    kept = segment[round(kept_start * rate) : round(kept_end * rate), 0]
+    offset = round((start_s + kept_start - new_start_s) * rate)
+    placed = np.zeros(recording.shape[0], np.float32)
+    placed[round(new_start_s * rate) : round(new_start_s * rate) + new.shape[0]] = new
+    truth = placed[round(new_start_s * rate) + offset :][: kept.shape[0]]
+    assert np.corrcoef(kept, truth)[0, 1] > 0.99
+
+    # The kept stretch is indexed under its own id: a later copy of the new piece repeats it.
+    with pytest.raises(DuplicateItem) as duplicate:
+        index.admit("c-0", compute_fingerprint(new, rate), 35.0, 30.0)
+    assert duplicate.value.duplicate_of == piece_item_id("b-0", kept_start)
+
+
+def test_a_repeat_in_the_middle_leaves_two_pieces_and_a_whole_repeat_is_dropped(tmp_path: Path) -> None:
+    rate = 16000
+    index, (first, second) = _admitted_pieces(rate)
+    before, after = piano_piece(35.0, rate, seed=50), piano_piece(32.0, rate, seed=51)
+    segment, start_s = _one_segment(tmp_path / "c.wav", np.concatenate([before, first * np.float32(0.7), after]), rate)
+    verdict = index.admit("c-0", compute_fingerprint(segment, rate), segment.shape[0] / rate, 30.0)
+    (repeat,) = verdict.repeats
+    assert repeat.duplicate_of == "a-0"
+    assert start_s + repeat.start_s == pytest.approx(35.0, abs=BOUNDARY_TOLERANCE_S)
+    assert start_s + repeat.end_s == pytest.approx(75.0, abs=BOUNDARY_TOLERANCE_S)
+    assert verdict.kept == ((0.0, repeat.start_s), (repeat.end_s, round(segment.shape[0] / rate, 3)))
+
+    # A piece shorter than min_segment_s is not kept: only a repeat and a fragment is a duplicate.
+    fragment = np.concatenate([piano_piece(20.0, rate, seed=52), second * np.float32(0.3)])
+    with pytest.raises(DuplicateItem) as duplicate:
+        index.admit("d-0", compute_fingerprint(fragment, rate), fragment.shape[0] / rate, 30.0)
+    assert duplicate.value.duplicate_of == "a-1" and "no other stretch lasts 30 s" in str(duplicate.value)
+    assert len(index) == 4  # a-0, a-1 and the two pieces of c-0
 
 
 def test_fingerprint_survives_gain_offset_and_serialization() -> None:
@@ -143,9 +223,9 @@ def test_fingerprint_survives_gain_offset_and_serialization() -> None:
     index = FingerprintIndex()
     index.add("piece", Fingerprint.from_bytes(compute_fingerprint(piece, SR).to_bytes()))
     shifted = np.concatenate([np.zeros((1234, 2), np.float32), piece * np.float32(0.3)])[: piece.shape[0]]
-    assert index.find_duplicate(compute_fingerprint(shifted, SR)) == "piece"
+    assert [r.duplicate_of for r in index.find_repeats(compute_fingerprint(shifted, SR))] == ["piece"]
     other = realish_piano(30.0, seed=6)
-    assert index.find_duplicate(compute_fingerprint(other, SR)) is None
+    assert index.find_repeats(compute_fingerprint(other, SR)) == []
 
 
 def test_silence_ratio_measures_the_silent_share() -> None:

@@ -26,6 +26,7 @@ from tasks.render.core import (
     InvalidRenderParams,
     MidiFileNotFound,
     MidiHasNoNotes,
+    MidiHasNoPitchedNotes,
     MidiParseError,
     MidiTooLong,
     SilentRender,
@@ -206,10 +207,22 @@ def test_sample_rate_is_a_parameter(tmp_path: Path, sine_font: Path) -> None:
     assert dominant_frequency(audio, rate=22050) == pytest.approx(441.0, rel=0.002)
 
 
-def test_drum_only_midi_renders_energy(tmp_path: Path) -> None:
+KEEP_UNPITCHED = RenderParams(keep_unpitched=True)
+
+
+def test_drum_only_midi_is_refused_unless_kept_then_it_renders_energy(tmp_path: Path) -> None:
     hits = [(pitch, 0.25 * i, 0.25 * i + 0.1) for i, pitch in enumerate([36, 42, 38, 42] * 3)]
-    audio = render_midi(write_midi(tmp_path / "drums.mid", instrument(hits, is_drum=True)))
-    assert rms_db(audio) > -45
+    drums = write_midi(tmp_path / "drums.mid", instrument(hits[:8], is_drum=True), instrument(hits[8:], is_drum=True))
+    with pytest.raises(MidiHasNoPitchedNotes) as refused:
+        render_midi(drums)
+    assert str(refused.value) == (
+        f"{drums}: only drum tracks (MIDI channel 10): 12 notes in 2 tracks and no pitched note; "
+        "--keep-unpitched (keep_unpitched) renders such files"
+    )
+    assert rms_db(render_midi(drums, params=KEEP_UNPITCHED)) > -45
+    # One pitched note among the drums: a pitched file, rendered as before.
+    mixed = write_midi(tmp_path / "mixed.mid", instrument(hits, is_drum=True), instrument([(60, 0.0, 0.5)]))
+    assert rms_db(render_midi(mixed)) > -45
 
 
 def test_drums_without_a_kit_in_the_soundfont_are_silent_not_an_error(
@@ -218,7 +231,7 @@ def test_drums_without_a_kit_in_the_soundfont_are_silent_not_an_error(
     hits = [(36, 0.0, 0.1), (38, 0.5, 0.6)]
     drums_only = write_midi(tmp_path / "drums.mid", instrument(hits, is_drum=True))
     with pytest.raises(SilentRender, match="never reaches"):
-        render_midi(drums_only, sine_font)
+        render_midi(drums_only, sine_font, KEEP_UNPITCHED)
     both = write_midi(tmp_path / "both.mid", instrument(hits, is_drum=True), instrument(phrase()))
     assert rms_db(render_midi(both, sine_font)) > -40
 
@@ -262,8 +275,8 @@ def test_transpose_drops_notes_pushed_out_of_midi_range(tmp_path: Path) -> None:
 def test_transpose_leaves_drum_keys_alone(tmp_path: Path) -> None:
     hits = [(38, 0.25 * i, 0.25 * i + 0.1) for i in range(6)]
     midi = write_midi(tmp_path / "snare.mid", instrument(hits, is_drum=True))
-    plain = render_midi(midi)
-    transposed = render_midi(midi, transpose=5)
+    plain = render_midi(midi, params=KEEP_UNPITCHED)
+    transposed = render_midi(midi, params=KEEP_UNPITCHED, transpose=5)
     assert_same_render(plain, transposed)
 
 
@@ -465,7 +478,7 @@ def test_the_render_stage_records_each_bad_midi_file_under_its_reason(
     write_midi(folder / "empty.mid", pretty_midi.Instrument(program=0))  # MidiHasNoNotes
     write_midi(folder / "long.mid", instrument([(60, 0.0, 90.0)]))  # MidiTooLong (limit below)
     drums = instrument([(36, 0.0, 0.1), (38, 0.5, 0.6)], is_drum=True)
-    write_midi(folder / "drums.mid", drums)  # SilentRender: the sine font has no drum kit
+    write_midi(folder / "drums.mid", drums)  # SilentRender (kept below): the sine font has no drum kit
     write_midi(folder / "vanished.mid", instrument([(62, 0.0, 0.5)]))  # MidiFileNotFound
     expected = {
         "good.mid": None,
@@ -482,7 +495,7 @@ def test_the_render_stage_records_each_bad_midi_file_under_its_reason(
     store = ArtifactStore(tmp_path / "store")
     # The task's own body, without a Prefect run around it (its logger is the run's logger).
     monkeypatch.setattr(render, "get_run_logger", lambda: logging.getLogger("test-render"))
-    outcomes = render.render_batch.fn(items, store.root, max_duration_s=60.0)
+    outcomes = render.render_batch.fn(items, store.root, max_duration_s=60.0, keep_unpitched=True)
 
     assert {Path(o.source["path"]).name: o.reason for o in outcomes} == expected
     for outcome in outcomes:
@@ -496,6 +509,31 @@ def test_the_render_stage_records_each_bad_midi_file_under_its_reason(
             "render",
             expected[name],
         )
+
+
+def test_the_render_stage_drops_drum_only_files_without_remembering_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drum-only file fails as no_pitched_notes, not recorded in the store (keep_unpitched is
+    outside the key), so a run that keeps such files renders it under the same key."""
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    hits = [(36 + i % 3, 0.25 * i, 0.25 * i + 0.1) for i in range(8)]
+    write_midi(folder / "drums.mid", instrument(hits, is_drum=True))
+    write_midi(folder / "mixed.mid", instrument(hits, is_drum=True), instrument(phrase()))
+    files = resolve_sources([str(folder)], MIDI_EXTENSIONS).files
+    items = render.plan_render_items(files, RenderParams())
+    assert [item.key for item in items] == [item.key for item in render.plan_render_items(files, KEEP_UNPITCHED)]
+    store = ArtifactStore(tmp_path / "store")
+    monkeypatch.setattr(render, "get_run_logger", lambda: logging.getLogger("test-render"))
+
+    dropped, mixed = render.render_batch.fn(items, store.root, max_duration_s=60.0)
+    assert (dropped.status, dropped.reason, mixed.status) == ("failed", "no_pitched_notes", "computed")
+    assert dropped.message.startswith(f"{folder / 'drums.mid'}: only drum tracks (MIDI channel 10): 8 notes")
+    assert store.recorded_failure(dropped.key) is None
+
+    kept, _ = render.render_batch.fn(items, store.root, max_duration_s=60.0, keep_unpitched=True)
+    assert kept.status == "computed" and store.has(kept.key) and kept.stats["notes"] == 8
 
 
 @pytest.mark.parametrize(
