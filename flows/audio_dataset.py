@@ -35,6 +35,7 @@ from tasks.pipeline.batching import (
 )
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.params import RunSettings
+from tasks.pipeline.preflight import check_recordings_space
 from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
 from tasks.pipeline.sources import resolve_sources
 from tasks.quality import stage as quality
@@ -214,6 +215,7 @@ def build_audio_dataset(
         segment_settings,
     )
     logger.info("%d recordings (%d duplicates skipped) into %s", len(found.files), len(found.duplicates), store.root)
+    check_recordings_space(store, plan_items, run, logger.info)
     outcomes = segment_filter_normalize(
         store, [(batch, None) for batch in partition(plan_items, run.batch_size)],
         quality_settings, loudness_settings, run,

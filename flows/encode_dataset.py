@@ -15,6 +15,7 @@ from tasks.pipeline.batching import check_failure_bound, count_statuses, partiti
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.models import resolve_model
 from tasks.pipeline.params import RunSettings
+from tasks.pipeline.preflight import check_encode_space
 from tasks.pipeline.publishing import publish_dataset_version
 from tasks.store import ArtifactStore
 
@@ -37,6 +38,7 @@ def encode_dataset(dataset: str, autoencoder: str, name: str | None = None, run:
     ae_key, _ = resolve_model(store, autoencoder).require_autoencoder()
     items = encode.plan_encode_items(source, ae_key)
     logger.info("encoding %d items of %s with autoencoder %s", len(items), source.ref, ae_key[:12])
+    check_encode_space(store, items, run, logger.info)
 
     futures = [
         submit_batch(encode.encode_batch, store, batch, run.retry_failed, store_root=store.root, ae_key=ae_key)

@@ -17,6 +17,7 @@ from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.params import RunSettings
+from tasks.pipeline.preflight import check_midi_space
 from tasks.pipeline.publishing import publish_dataset_version
 from tasks.pipeline.sources import MIDI_EXTENSIONS, resolve_sources
 from tasks.render import stage as render
@@ -49,6 +50,7 @@ def build_midi_dataset(
         "%d MIDI files (%d duplicates skipped) -> %d renderings into %s",
         len(found.files), len(found.duplicates), len(render_items), store.root,
     )
+    check_midi_space(store, render_items, normalize_items, render_settings.max_midi_minutes, run, logger.info)
 
     normalize_for = {item.inputs[0]: item for item in normalize_items}
     batches = []

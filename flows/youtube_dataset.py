@@ -36,6 +36,7 @@ from tasks.pipeline.batching import (
 )
 from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.params import RunSettings
+from tasks.pipeline.preflight import check_download_space
 from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
 from tasks.quality.params import QualityParams
 from tasks.segment import stage as segment
@@ -106,6 +107,7 @@ def refresh_youtube_dataset(
     plan_for = {item.inputs[0]: item for item in plan_items}
     logger.info("%d videos from %d sources (%d remembered from the last version, %d out of the duration bounds)",
                 len(origin), len(wanted), sum(map(len, remembered.values())), len(out_of_bounds))
+    check_download_space(store, download_items, run, logger.info)
 
     downloads: list[ItemOutcome] = list(remembered_failures)
 

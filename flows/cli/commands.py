@@ -25,7 +25,7 @@ from flows.cli.report import ReportOutputError, report_command
 from tasks.download.params import CrawlParams, InvalidCrawlParams
 from tasks.generate.params import GenerateParams
 from tasks.normalize.params import LoudnessParams
-from tasks.pipeline.batching import StageFailed
+from tasks.pipeline.batching import EnvironmentFault, StageFailed
 from tasks.pipeline.params import RunSettings
 from tasks.pipeline.sources import SourceNotFound
 from tasks.quality.params import QualityParams
@@ -657,7 +657,8 @@ def _silence_closed_stdout() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command: exit code 0; 1 when a check found problems (store verify) or stdout was
-    closed early; 2 for a bad command line or input (one line `musika-piano: ...` on stderr)."""
+    closed early; 2 for a bad command line or input; 3 when the machine stopped a stage (a full
+    disk, a read-only store: `EnvironmentFault`). Errors are one line `musika-piano: ...` on stderr."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tokens = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -668,6 +669,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CycloptsError as error:
         print(f"musika-piano: {_parse_error_message(error)}", file=sys.stderr)
         return 2
+    except EnvironmentFault as fault:  # the machine, not the input: a full disk, a read-only store
+        print(f"musika-piano: {_one_line(str(fault))}", file=sys.stderr)
+        return 3
     except Exception as error:
         if not is_user_error(error):
             raise

@@ -38,10 +38,18 @@ def make_unique_dir(parent: Path, prefix: str) -> Path:
 
 
 def write_file_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Create, write and fsync ``path``; a write that fails (a full disk) leaves no partial file."""
+    created = False
+    try:
+        with open(path, "wb") as handle:
+            created = True
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        if created:
+            path.unlink(missing_ok=True)
+        raise
 
 
 class LocalBackend:

@@ -1,10 +1,8 @@
-"""One Prefect test harness (a temporary local API on SQLite) for every flow test."""
+"""Every flow test runs on the session's Prefect test harness (`prefect_api`, tests/conftest.py)."""
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
+def _flows_use_the_harness(prefect_api):
+    yield
