@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.deployment_defaults import over_deployment_default
 from tasks.normalize import stage as normalize
 from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.batching import (
@@ -208,6 +209,10 @@ def build_audio_dataset(
     """Build (or refresh) the dataset `name` from recordings: folders, globs or files of
     wav/flac/mp3/ogg at any sample rate, mono or stereo."""
     logger = get_run_logger()
+    segment_settings = over_deployment_default("segment_settings", segment_settings)
+    quality_settings = over_deployment_default("quality_settings", quality_settings)
+    loudness_settings = over_deployment_default("loudness_settings", loudness_settings)
+    run = over_deployment_default("run", run)
     store = ArtifactStore.open(run.store)
     found = resolve_sources(sources, AUDIO_EXTENSIONS)
     plan_items = segment.plan_recording_items(

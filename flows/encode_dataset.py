@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.deployment_defaults import over_deployment_default
 from tasks.encode import stage as encode
 from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
 from tasks.pipeline.caching import batch_outcomes, submit_batch
@@ -32,6 +33,7 @@ DEFAULT_RUN = RunSettings()
 def encode_dataset(dataset: str, autoencoder: str, name: str | None = None, run: RunSettings = DEFAULT_RUN) -> dict:
     """Encode `dataset` (NAME or NAME@V) with the autoencoder of model `autoencoder` and publish
     a version of `name` (default `<dataset name>-latents`)."""
+    run = over_deployment_default("run", run)
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     source = store.resolve(dataset)

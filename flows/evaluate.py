@@ -18,6 +18,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.deployment_defaults import over_deployment_default
 from tasks.evaluate import stage
 from tasks.evaluate.metrics import METRICS
 from tasks.evaluate.params import EvaluateParams
@@ -51,6 +52,8 @@ def evaluate(
     logger = get_run_logger()
     if not checkpoints:
         raise ValueError("evaluate needs at least one checkpoint (a model ref, e.g. my-model@2)")
+    settings = over_deployment_default("settings", settings)
+    run = over_deployment_default("run", run)
     store = ArtifactStore.open(run.store)
     reference_version = store.resolve(reference)
     models = list({model.ref: model for model in (resolve_model(store, ref) for ref in checkpoints)}.values())

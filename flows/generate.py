@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.deployment_defaults import over_deployment_default
 from tasks.generate import stage as generation
 from tasks.generate.params import GenerateParams
 from tasks.pipeline.batching import check_failure_bound, count_statuses
@@ -37,6 +38,7 @@ def generate_samples(
     publish them as a version of `name`; copy the WAV files into `output` when given."""
     request = GenerateParams(seconds=seconds, count=count, truncation=truncation, seed=seed,
                              base_channels=base_channels)
+    run = over_deployment_default("run", run)
     store = ArtifactStore.open(run.store)
     stored = resolve_model(store, model)
     items = generation.plan_samples(stored, request)

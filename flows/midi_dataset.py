@@ -12,6 +12,7 @@ import os
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.deployment_defaults import over_deployment_default
 from tasks.normalize import stage as normalize
 from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.batching import check_failure_bound, count_statuses, partition
@@ -41,6 +42,9 @@ def build_midi_dataset(
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Build (or refresh) the dataset `name` from MIDI `sources` (folders, globs or files)."""
+    render_settings = over_deployment_default("render_settings", render_settings)
+    loudness_settings = over_deployment_default("loudness_settings", loudness_settings)
+    run = over_deployment_default("run", run)
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     found = resolve_sources(sources, MIDI_EXTENSIONS)

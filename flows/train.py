@@ -3,7 +3,8 @@
 Only wiring lives here; planning, the resumable run and publishing are in `tasks/train/gan.py`.
 Asking for the same training again trains nothing (the finished checkpoint is in the store); a
 run that was killed continues from its last checkpoint. The deployments run these on the `gpu`
-pool and hold the `gpu` global concurrency limit while training (`GanTrainingParams.concurrency_limit`).
+pool and hold the `gpu` global concurrency limit while training (`GanTrainingParams.concurrency_limit`);
+a run's partial `settings` or `run` is laid over the deployment's (`flows.deployment_defaults`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
+from flows.deployment_defaults import over_deployment_default
 from musika_model.devices import select_device
 from tasks.pipeline.models import StoredModel, resolve_model
 from tasks.pipeline.params import RunSettings
@@ -41,6 +43,15 @@ def checked_config(settings: GanTrainingParams, parent_gan: GanConfig | None = N
     select_device(settings.device)
     training.refuse_cpu_training(settings.preset, config, settings.allow_cpu)
     return config
+
+
+def dataset_refs(datasets: list[str] | str) -> list[str]:
+    """The latents refs to train on: a single ref given as a string (what a deployment trigger
+    passes) as a list of one; no ref at all is refused before anything is opened or built."""
+    refs = [datasets] if isinstance(datasets, str) else list(datasets)
+    if not refs:
+        raise training.TrainingInputError("no datasets given: name at least one latents dataset (NAME[@V][:WEIGHT])")
+    return refs
 
 
 def parent_networks(store: ArtifactStore, parent: str) -> tuple[StoredModel, GanConfig]:
@@ -71,9 +82,11 @@ def pretrain(
     run: RunSettings = DEFAULT_RUN,
 ) -> dict:
     """Train model `name` on `datasets` (latents versions, `NAME[@V][:WEIGHT]`)."""
+    refs = dataset_refs(datasets)
+    settings, run = over_deployment_default("settings", settings), over_deployment_default("run", run)
     config = checked_config(settings)
     store = ArtifactStore.open(run.store)
-    mixture = [training.resolve_latents(store, *training.parse_weighted_ref(text)) for text in datasets]
+    mixture = [training.resolve_latents(store, *training.parse_weighted_ref(text)) for text in refs]
     plan = training.plan_training(store, name, config, mixture, code_version=code_version())
     return _train(store, plan, settings)
 
@@ -82,7 +95,7 @@ def pretrain(
       log_prints=True)
 def finetune(
     parent: str,
-    datasets: list[str],
+    datasets: list[str] | str,
     name: str | None = None,
     replay: float = 0.0,
     settings: GanTrainingParams = FINETUNE_DEFAULTS,
@@ -90,11 +103,20 @@ def finetune(
 ) -> dict:
     """Fine-tune model `parent` (NAME or NAME@V; trained here or imported) on `datasets`, mixing in
     a `replay` share of the parent's own training data against forgetting; publishes `name`
-    (default `<parent name>-ft`)."""
+    (default `<parent name>-ft`).
+
+    `datasets` also takes one ref as a plain string, for the deployment's trigger: `prefect deploy`
+    drops an unresolved `{{ event.payload.ref }}` that is an element of a list (the run would get
+    `[]`), while one that is the whole value is kept and filled in when the event arrives.
+    Accepting the string (rather than a second, scalar parameter beside the deployment's default
+    list) makes the event's dataset replace that list; the form offers a list of refs, or one ref.
+    """
+    refs = dataset_refs(datasets)
+    settings, run = over_deployment_default("settings", settings), over_deployment_default("run", run)
     store = ArtifactStore.open(run.store)
     model, parent_gan = parent_networks(store, parent)
     config = checked_config(settings, parent_gan)
-    new = [training.resolve_latents(store, *training.parse_weighted_ref(text)) for text in datasets]
+    new = [training.resolve_latents(store, *training.parse_weighted_ref(text)) for text in refs]
     mixture = training.replay_mixture(new, training.parent_training_data(store, model), replay)
     if replay > 0 and mixture == new:
         get_run_logger().warning("nothing to replay: %s records no training data other than the new datasets",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from flows.deployment_defaults import over_deployment_default
 from musika_model.config import AutoencoderConfig
 from tasks.pipeline.batching import ItemOutcome
 from tasks.pipeline.models import AUTOENCODER_ITEM
@@ -36,6 +37,8 @@ def train_autoencoder_flow(
 ) -> dict:
     """Train on `dataset` (NAME or NAME@V) and publish a version of model `name` (default
     `<dataset name>-ae`)."""
+    settings = over_deployment_default("settings", settings)
+    run = over_deployment_default("run", run)
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     source = store.resolve(dataset)

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.audio_dataset import by_parent, check_path_bounds, path_params, segment_filter_normalize
+from flows.deployment_defaults import over_deployment_default
 from tasks.download import stage as download
 from tasks.download.core import expand_sources
 from tasks.download.params import CrawlParams
@@ -78,6 +79,11 @@ def refresh_youtube_dataset(
 ) -> dict:
     """Publish the next version of `name` from video, playlist and channel URLs, search queries
     (`ytsearch10:...`) and files listing them; unchanged videos are reused, not fetched again."""
+    crawl_settings = over_deployment_default("crawl_settings", crawl_settings)
+    segment_settings = over_deployment_default("segment_settings", segment_settings)
+    quality_settings = over_deployment_default("quality_settings", quality_settings)
+    loudness_settings = over_deployment_default("loudness_settings", loudness_settings)
+    run = over_deployment_default("run", run)
     logger = get_run_logger()
     store = ArtifactStore.open(run.store)
     download.validate_crawl_setup(crawl_settings)

@@ -15,10 +15,11 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from pydantic import ValidationError
 
 from flows.cli.commands import main
+from flows.deployment_defaults import deployment_parameters, over_default
 from flows.encode_dataset import encode_dataset
 from flows.generate import generate_samples
 from flows.midi_dataset import build_midi_dataset
-from flows.train import finetune, pretrain
+from flows.train import dataset_refs, finetune, pretrain
 from musika_model.checkpoints import latest_checkpoint, read_checkpoint_info
 from musika_model.devices import gpu_visible
 from musika_model.training_data import LatentWidthError, SourceTooShortError
@@ -122,7 +123,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_its_step(latents_sto
 def test_finetune_starts_from_the_parent_with_replay(latents_store, pretrained):
     store = latents_store
     run = RunSettings(store=store.root)
-    result = finetune(parent="gan", datasets=["b-latents"], replay=0.25, settings=TINY, run=run)
+    # One ref as a plain string, as the deployment's trigger passes it.
+    result = finetune(parent="gan", datasets="b-latents", replay=0.25, settings=TINY, run=run)
     model = resolve_model(store, result["ref"])
     assert model.version.name == "gan-ft"
     lineage = model.version.lineage
@@ -146,6 +148,40 @@ def test_finetune_from_an_imported_model_and_a_width_mismatch_is_refused_first(l
     # The imported model records no training data: nothing to replay, the new data has all the weight.
     assert resolve_model(store, "tiny-ft").version.lineage.extra["datasets"] == [
         {"ref": "b-latents@1", "weight": 1.0}]
+
+
+def test_no_datasets_are_refused_before_anything_is_opened(latents_store):
+    run = RunSettings(store=latents_store.root)
+    # The parent does not exist: the refusal comes before the store is read.
+    with pytest.raises(training.TrainingInputError, match=r"^no datasets given: name at least one latents"):
+        finetune(parent="no-such-model", datasets=[], settings=TINY, run=run)
+    with pytest.raises(training.TrainingInputError, match=r"^no datasets given"):
+        pretrain(datasets=[], name="nothing", settings=TINY, run=run)
+    assert "nothing" not in {summary.name for summary in latents_store.list_datasets()}
+    code, _, err = run_cli("--store", latents_store.root, "train", "finetune", "gan")
+    assert code == 2 and "DATASETS requires an argument" in err
+
+
+def test_datasets_take_one_ref_as_a_string_for_the_trigger():
+    assert dataset_refs("b-latents@2") == ["b-latents@2"]
+    assert dataset_refs(["a-latents", "b-latents:2"]) == ["a-latents", "b-latents:2"]
+    assert finetune.validate_parameters({"parent": "gan", "datasets": "b-latents@2"})["datasets"] == "b-latents@2"
+
+
+def test_a_partial_model_parameter_keeps_the_deployment_values_it_leaves_out():
+    # What Prefect hands the flow for a run's `settings: {"preset": "tiny", "seed": 3}`: the
+    # validated model knows which fields were given.
+    given = pretrain.validate_parameters({"datasets": ["a-latents"], "name": "x",
+                                          "settings": {"preset": "tiny", "seed": 3}})["settings"]
+    assert given.model_fields_set == {"preset", "seed"}
+    deployment_default = {"preset": "piano_pretrain", "concurrency_limit": "gpu", "seed": 1, "publish_every": 5}
+    assert over_default(given, deployment_default) == GanTrainingParams(preset="tiny", seed=3, concurrency_limit="gpu",
+                                                                        publish_every=5)
+    everything = GanTrainingParams.model_validate(TINY.model_dump())  # a full form: every field the caller's
+    assert over_default(everything, deployment_default) == TINY
+    assert over_default(given, None) is given
+    assert over_default(RunSettings(), {"store": "/s", "batch_size": 4}) == RunSettings(store="/s", batch_size=4)
+    assert deployment_parameters() == {}  # not a deployment run
 
 
 def _fake_latents(store: ArtifactStore, name: str, arrays: list[np.ndarray]) -> None:
