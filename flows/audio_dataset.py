@@ -38,14 +38,13 @@ from tasks.pipeline.caching import batch_outcomes, submit_batch
 from tasks.pipeline.params import RunSettings
 from tasks.pipeline.preflight import check_recordings_space
 from tasks.pipeline.publishing import publish_dataset_version, summarize_sources
-from tasks.pipeline.sources import resolve_sources
+from tasks.pipeline.sources import AUDIO_EXTENSIONS, resolve_sources
 from tasks.quality import stage as quality
 from tasks.quality.params import QualityParams
 from tasks.segment import stage as segment
 from tasks.segment.params import SegmentParams
 from tasks.store import ArtifactStore
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg"})
 DEFAULT_SEGMENT, DEFAULT_QUALITY = SegmentParams(), QualityParams()
 DEFAULT_LOUDNESS, DEFAULT_RUN = LoudnessParams(), RunSettings()
 _PROVENANCE = ("parent_id", "index", "start_s", "end_s", "chapter", "method", "title", "uploader", "url", "source")

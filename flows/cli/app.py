@@ -7,11 +7,33 @@ modules are loaded (they load numpy, so they are imported only when the command 
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Annotated
 
 from cyclopts import Parameter, validators
 
 from flows.cli.options import StoreRoot, Switch
+
+
+class PortInUse(OSError):
+    """The page's port is taken: a user error (`flows.cli.commands._USER_ERRORS`)."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind `host:port` once and let go, so a taken port is one line naming --port rather than
+    Gradio's traceback (port 0 lets the system pick, and is never taken)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise PortInUse(f"port {port} on {host} is in use; pick another with --port") from None
 
 
 def serve_app(*, host: str = "127.0.0.1",
@@ -38,6 +60,7 @@ def serve_app(*, host: str = "127.0.0.1",
     no_browser
         Do not open a browser tab.
     """
+    check_port(host, port)
     from flows.app.ui import launch_app
 
     launch_app(store, host=host, port=port, checkpoint=checkpoint, autoencoder=autoencoder,

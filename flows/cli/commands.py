@@ -18,7 +18,8 @@ import pydantic
 from cyclopts import App, CycloptsError, Parameter
 from pydantic import BeforeValidator
 
-from flows.cli.app import serve_app
+from flows.cli import checks
+from flows.cli.app import PortInUse, serve_app
 from flows.cli.evaluate import evaluate_command
 from flows.cli.options import JsonFlag, StoreRoot, Switch, cli_model, emit, lr_phases, panel, params
 from flows.cli.report import ReportOutputError, report_command
@@ -26,8 +27,9 @@ from tasks.download.params import CrawlParams, InvalidCrawlParams
 from tasks.generate.params import GenerateParams
 from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.batching import EnvironmentFault, StageFailed
+from tasks.pipeline.models import NotAModelError
 from tasks.pipeline.params import RunSettings
-from tasks.pipeline.sources import SourceNotFound
+from tasks.pipeline.sources import AUDIO_EXTENSIONS, MIDI_EXTENSIONS, SourceNotFound
 from tasks.quality.params import QualityParams
 from tasks.render.params import RenderParams
 from tasks.segment.params import SegmentParams
@@ -175,6 +177,9 @@ def dataset_midi(sources: list[str], /, *, name: str, render: Render = DEFAULT_R
     verbose
         List every failed item: id, stage, reason and message.
     """
+    checks.names(name)
+    checks.local_sources(sources, MIDI_EXTENSIONS)
+    checks.soundfonts(render.soundfonts)
     from flows.midi_dataset import build_midi_dataset
 
     result = build_midi_dataset(name=name, sources=sources, render_settings=params(render),
@@ -199,6 +204,8 @@ def dataset_youtube(sources: list[str], /, *, name: str, crawl: Crawl = DEFAULT_
     verbose
         List every failed item: id, stage, reason and message.
     """
+    checks.names(name)
+    checks.youtube_sources(sources)
     from flows.youtube_dataset import refresh_youtube_dataset
 
     result = refresh_youtube_dataset(
@@ -224,6 +231,8 @@ def dataset_audio(sources: list[str], /, *, name: str, segment: Segment = DEFAUL
     verbose
         List every failed item: id, stage, reason and message.
     """
+    checks.names(name)
+    checks.local_sources(sources, AUDIO_EXTENSIONS)
     from flows.audio_dataset import build_audio_dataset
 
     result = build_audio_dataset(name=name, sources=sources, segment_settings=params(segment),
@@ -335,6 +344,9 @@ def encode(dataset: str, /, *, autoencoder: str, name: str | None = None, run: R
     verbose
         List every failed item: id, stage, reason and message.
     """
+    checks.names(name)
+    checks.datasets(store, [dataset])
+    checks.models(store, [autoencoder])
     from flows.encode_dataset import encode_dataset
 
     result = encode_dataset(dataset=dataset, autoencoder=autoencoder, name=name, run=params(run, store=store))
@@ -371,6 +383,8 @@ def train_pretrain(datasets: list[str], /, *, name: str, settings: Pretrain = DE
     name
         Model name.
     """
+    checks.names(name)
+    checks.datasets(store, [checks.weighted_ref(ref) for ref in datasets])
     from flows.train import checked_config, pretrain
 
     chosen = params(settings)
@@ -400,6 +414,9 @@ def train_finetune(parent: str, datasets: list[str], /, *, name: str | None = No
     replay
         Share of each batch drawn from the parent's own training data (0 to <1).
     """
+    checks.names(name)
+    checks.models(store, [parent])
+    checks.datasets(store, [checks.weighted_ref(ref) for ref in datasets])
     from flows.train import checked_config, finetune, parent_networks
 
     chosen = params(settings)
@@ -446,6 +463,8 @@ def generate(model: str, /, *, request: Request = DEFAULT_GENERATE, name: str | 
     output
         Also copy the WAV files into this folder.
     """
+    checks.names(name)
+    checks.models(store, [model])
     from flows.generate import generate_samples
 
     result = generate_samples(model=model, **params(request).model_dump(), name=name, output=output,
@@ -603,7 +622,8 @@ def _launch(*tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=T
 
 
 _USER_ERRORS: tuple[type[Exception], ...] = (
-    StoreError, SourceNotFound, StageFailed, pydantic.ValidationError, ReportOutputError, InvalidCrawlParams)
+    StoreError, SourceNotFound, NotAModelError, checks.InputCheckFailed, PortInUse, StageFailed,
+    pydantic.ValidationError, ReportOutputError, InvalidCrawlParams)
 """Errors that mean "fix your input": one line on stderr, exit code 2, no traceback."""
 
 def is_user_error(error: Exception) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
+from flows.cli import checks
 from flows.cli.options import JsonFlag, StoreRoot, cli_model, emit, panel, params
 from tasks.evaluate.params import EvaluateParams
 from tasks.pipeline.params import RunSettings
@@ -76,6 +77,9 @@ def evaluate_command(checkpoints: list[str], /, *, reference: str, name: str | N
     name
         Evaluation name (default `eval-<reference name>`).
     """
+    checks.names(name)
+    checks.datasets(store, [reference])  # in the flow's order
+    checks.models(store, checkpoints)
     from flows.evaluate import evaluate
 
     result = evaluate(checkpoints=checkpoints, reference=reference, name=name, settings=params(settings),

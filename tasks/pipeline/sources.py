@@ -10,6 +10,7 @@ from pathlib import Path
 from tasks.store import file_digest
 
 MIDI_EXTENSIONS = frozenset({".mid", ".midi", ".kar"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg"})
 
 
 class SourceNotFound(FileNotFoundError):
@@ -65,22 +66,27 @@ def _expand(spec: str, extensions: Collection[str]) -> list[tuple[Path, str]]:
     raise SourceNotFound(f"the source {spec!r} does not exist")
 
 
-def resolve_sources(specs: Sequence[str], extensions: Collection[str]) -> ResolvedSources:
-    """Expand every spec, hash every file, keep each distinct content once under a unique name."""
+def source_files(specs: Sequence[str], extensions: Collection[str]) -> list[tuple[Path, str]]:
+    """(file, item name) of every spec, without reading the files: SourceNotFound names the first
+    spec that finds nothing (the CLI checks this before Prefect starts)."""
     if not specs:
         raise SourceNotFound("no sources were given")
+    return [found for spec in specs for found in _expand(spec, extensions)]
+
+
+def resolve_sources(specs: Sequence[str], extensions: Collection[str]) -> ResolvedSources:
+    """Expand every spec, hash every file, keep each distinct content once under a unique name."""
     resolved = ResolvedSources()
     seen_digests: dict[str, str] = {}
     used_names: set[str] = set()
-    for spec in specs:
-        for path, name in _expand(spec, extensions):
-            digest = file_digest(path)
-            if digest in seen_digests:
-                resolved.duplicates.append({"path": str(path), "same_as": seen_digests[digest]})
-                continue
-            if name in used_names:
-                name = f"{name}~{digest.split(':', 1)[1][:8]}"
-            used_names.add(name)
-            seen_digests[digest] = name
-            resolved.files.append(SourceFile(path.resolve(), name, digest))
+    for path, name in source_files(specs, extensions):
+        digest = file_digest(path)
+        if digest in seen_digests:
+            resolved.duplicates.append({"path": str(path), "same_as": seen_digests[digest]})
+            continue
+        if name in used_names:
+            name = f"{name}~{digest.split(':', 1)[1][:8]}"
+        used_names.add(name)
+        seen_digests[digest] = name
+        resolved.files.append(SourceFile(path.resolve(), name, digest))
     return resolved

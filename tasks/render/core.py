@@ -130,7 +130,7 @@ def default_soundfont() -> Path:
     return path
 
 
-def _existing_soundfont(soundfont_path: str | Path) -> Path:
+def existing_soundfont(soundfont_path: str | Path) -> Path:
     path = Path(soundfont_path).expanduser()
     if not path.is_file():
         raise SoundfontNotFound(f"soundfont not found: {path}")
@@ -139,7 +139,7 @@ def _existing_soundfont(soundfont_path: str | Path) -> Path:
 
 def soundfont_digest(soundfont_path: str | Path) -> str:
     """SHA-256 of the soundfont's bytes (memoised per path, size and mtime)."""
-    path = _existing_soundfont(soundfont_path)
+    path = existing_soundfont(soundfont_path)
     stat = path.stat()
     return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
@@ -335,7 +335,7 @@ class SoundfontSynth:
 
     def __init__(self, soundfont_path: str | Path, sample_rate: int = DEFAULT_SAMPLE_RATE) -> None:
         fluidsynth = _import_fluidsynth()
-        self.soundfont_path = _existing_soundfont(soundfont_path)
+        self.soundfont_path = existing_soundfont(soundfont_path)
         self.sample_rate = int(sample_rate)
         self.renders = 0
         self._synth = fluidsynth.Synth(gain=DEFAULT_GAIN, samplerate=float(self.sample_rate))
@@ -520,7 +520,7 @@ def get_synth(soundfont_path: str | Path, sample_rate: int = DEFAULT_SAMPLE_RATE
     FluidSynth shares sample data between synths of one process, so a second thread's load of
     the same soundfont is cheap.
     """
-    path = _existing_soundfont(soundfont_path)
+    path = existing_soundfont(soundfont_path)
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns, int(sample_rate))
     cache = _thread_cache()
@@ -564,7 +564,7 @@ def render_midi(
     is a RenderError subclass.
     """
     render_params = params or RenderParams()
-    soundfont = _existing_soundfont(soundfont_path or default_soundfont())
+    soundfont = existing_soundfont(soundfont_path or default_soundfont())
     midi = load_midi(midi_path, render_params.max_midi_minutes * 60.0, render_params.keep_unpitched)
     synth = get_synth(soundfont, render_params.sample_rate)
     return synth.render(midi, render_params, midi_path, transpose)

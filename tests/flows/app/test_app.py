@@ -136,3 +136,13 @@ def test_autoencoder_without_checkpoint_is_refused(model_folder):
     store, _ = model_folder
     with pytest.raises(user_errors(), match="go with --checkpoint FOLDER"):
         open_catalog(store, None, "tiny@1", None)
+
+
+def test_a_taken_port_is_one_line_naming_the_flag(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["app", "--port", str(port), "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"musika-piano: port {port} on 127.0.0.1 is in use; pick another with --port\n"

@@ -334,3 +334,42 @@ def test_help_and_store_commands_load_no_prefect_tensorflow_or_numpy(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_input_errors_of_the_flow_commands_come_before_prefect(store, tmp_path):
+    """A wrong ref, name, source or soundfont: exit 2 and one line, before Prefect is imported."""
+    midi = write_piano_midi(tmp_path / "song.mid", seconds=1.0)
+    missing = tmp_path / "missing"
+    cases = [
+        (["encode", "nosuch", "--autoencoder", "piano"], "no dataset named 'nosuch'"),
+        (["encode", "piano", "--autoencoder", "piano"], "piano@2"),
+        (["encode", "piano", "--autoencoder", "piano", "--name", "Bad!"], "dataset name 'Bad!' is invalid"),
+        (["dataset", "midi", f"{missing}.mid", "--name", "ok"], "does not exist"),
+        (["dataset", "midi", str(midi), "--name", "Bad!"], "dataset name 'Bad!' is invalid"),
+        (["dataset", "midi", str(midi), "--name", "ok", "--soundfont", f"{missing}.sf2"], "soundfont not found"),
+        (["dataset", "audio", str(missing), "--name", "ok"], "does not exist"),
+        (["dataset", "youtube", f"{missing}.txt", "--name", "ok"], "existing list file"),
+        (["train", "pretrain", "piano-latents:0.5", "--name", "m"], "no dataset named 'piano-latents'"),
+        (["train", "pretrain", "piano:0.5", "--name", "Bad!"], "dataset name 'Bad!' is invalid"),
+        (["train", "finetune", "piano", "piano", "--name", "m"], "piano@2"),
+        (["generate", "nosuch"], "no dataset named 'nosuch'"),
+        (["evaluate", "piano", "--reference", "piano"], "piano@2"),
+        (["evaluate", "piano", "--reference", "nosuch"], "no dataset named 'nosuch'"),
+    ]
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from flows.cli import main\n"
+        "results = []\n"
+        f"for argv in {[argv for argv, _ in cases]!r}:\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        f"        code = main(['--store', {store.root!r}, *argv])\n"
+        "    results.append([code, err.getvalue()])\n"
+        "print(json.dumps([results, 'prefect.flows' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    results, prefect_loaded = json.loads(done.stdout.splitlines()[-1])
+    for (argv, expected), (code, err) in zip(cases, results, strict=True):
+        assert code == 2 and err.count("\n") == 1 and err.startswith("musika-piano: "), (argv, err)
+        assert expected in err, (argv, err)
+    assert not prefect_loaded
