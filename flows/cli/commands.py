@@ -384,11 +384,11 @@ def train_pretrain(datasets: list[str], /, *, name: str, settings: Pretrain = DE
         Model name.
     """
     checks.names(name)
-    checks.datasets(store, [checks.weighted_ref(ref) for ref in datasets])
     from flows.train import checked_config, pretrain
 
     chosen = params(settings)
     checked_config(chosen)  # refuse a GPU preset without a GPU before Prefect starts
+    checks.datasets(store, [checks.weighted_ref(ref) for ref in datasets])
     result = pretrain(datasets=datasets, name=name, settings=chosen, run=RunSettings(store=store))
     emit(as_json, result, _human_training)
     return 0

@@ -349,7 +349,6 @@ def test_input_errors_of_the_flow_commands_come_before_prefect(store, tmp_path):
         (["dataset", "midi", str(midi), "--name", "ok", "--soundfont", f"{missing}.sf2"], "soundfont not found"),
         (["dataset", "audio", str(missing), "--name", "ok"], "does not exist"),
         (["dataset", "youtube", f"{missing}.txt", "--name", "ok"], "existing list file"),
-        (["train", "pretrain", "piano-latents:0.5", "--name", "m"], "no dataset named 'piano-latents'"),
         (["train", "pretrain", "piano:0.5", "--name", "Bad!"], "dataset name 'Bad!' is invalid"),
         (["train", "finetune", "piano", "piano", "--name", "m"], "piano@2"),
         (["generate", "nosuch"], "no dataset named 'nosuch'"),
