@@ -95,7 +95,7 @@ def gan_step_time(base_channels: int, batch_size: int = 8, repeats: int = 3) -> 
     import tensorflow as tf
 
     from musika_model.config import GanConfig
-    from musika_model.gan_step import create_gan_training
+    from musika_model.gan_training import create_gan_training
     from musika_model.networks import build_gan
 
     training = create_gan_training(build_gan(GanConfig(base_channels=base_channels)), seed=0)

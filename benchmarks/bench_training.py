@@ -1,5 +1,5 @@
 """GAN trainer speed on this machine's CPU: seconds per training step through the whole loop
-(tf.data windows, step, loss checks, TensorBoard), checkpoint save time, the input
+(prefetched windows, step, loss checks, TensorBoard), checkpoint save time, the input
 pipeline's throughput in windows per second, and the bare step at base_channels 128, batch 8
 in float32 with and without XLA and under mixed precision (median of several steps after
 a warm-up that traces and compiles), beside the original Musika's 1.01 s/step on this CPU kind.
@@ -71,8 +71,8 @@ def trainer_step_time(base_channels: int, small: bool, batch_size: int, steps: i
 
 
 def pipeline_windows_per_second(from_files: bool, window: int = 256) -> float:
-    """Windows per second out of `make_dataset` (batch 32, 256-frame windows, 100 x 2000 frames)."""
-    from musika_model.training_data import LatentSource, WindowSampler, make_dataset
+    """Windows per second out of `prefetched_batches` (batch 32, 256-frame windows, 100 x 2000 frames)."""
+    from musika_model.training_data import LatentSource, WindowSampler, prefetched_batches
 
     items = _latents(PIPELINE_ITEMS, PIPELINE_FRAMES)
     with tempfile.TemporaryDirectory() as folder:
@@ -86,13 +86,12 @@ def pipeline_windows_per_second(from_files: bool, window: int = 256) -> float:
         else:
             source = LatentSource("memory", items)
         sampler = WindowSampler([source], window)
-        dataset = make_dataset(sampler, PIPELINE_BATCH_SIZE, seed=0).take(PIPELINE_BATCHES + 5)
-        iterator = iter(dataset)
+        iterator = prefetched_batches(sampler, PIPELINE_BATCH_SIZE, seed=0, count=PIPELINE_BATCHES + 5)
         for _ in range(5):
             next(iterator)  # start-up
         started = time.perf_counter()
-        for batch in iterator:
-            batch.numpy()
+        for _ in iterator:
+            pass
         elapsed = time.perf_counter() - started
     return PIPELINE_BATCHES * PIPELINE_BATCH_SIZE / elapsed
 
@@ -102,7 +101,7 @@ def step_throughput(policy: str, jit_compile: bool, base_channels: int = 128, ba
     import tensorflow as tf
 
     from musika_model.config import GanConfig
-    from musika_model.gan_step import create_gan_training
+    from musika_model.gan_training import create_gan_training
     from musika_model.networks import build_gan
     from musika_model.train_config import using_dtype_policy
 

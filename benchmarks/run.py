@@ -18,6 +18,7 @@ SUITES = {
     "youtube": ("benchmarks.bench_youtube", "segment + filter + normalize speed, 3-hour compilation memory"),
     "training": ("benchmarks.bench_training", "GAN trainer step, checkpoint save, input pipeline"),
     "demo": ("benchmarks.bench_demo", "the whole demo: fresh store, then an unchanged re-run"),
+    "gpu": ("benchmarks.gpu_train", "GAN training on Keras' JAX backend: steps/s, memory, compile, recipe hours"),
     "learning": ("benchmarks.bench_learning", "the GAN learns: Fréchet distance of samples from step 0 to the end"),
 }
 

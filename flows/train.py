@@ -17,7 +17,8 @@ from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
 from flows.deployment_defaults import over_deployment_default
-from musika_model.devices import select_device
+from musika_model.backends import use_backend
+from musika_model.devices import select_device, training_devices
 from tasks.pipeline.models import StoredModel, resolve_model
 from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import code_version
@@ -35,12 +36,16 @@ FINETUNE_DEFAULTS = GanTrainingParams(preset="finetune_recordings")
 
 
 def checked_config(settings: GanTrainingParams, parent_gan: GanConfig | None = None) -> TrainConfig:
-    """The run's TrainConfig, once `settings.device` is applied and a preset meant for a GPU is
-    refused when there is none (unless `settings.allow_cpu`). Runs before any network is built;
-    the CLI calls it before Prefect starts, too. Device and allow_cpu stay out of the config
-    (and so out of the run key): they say where a run goes, not what it computes."""
+    """The run's TrainConfig, once `settings.backend` and `settings.device` are applied, the
+    devices checked against the batch size, and a preset meant for a GPU refused when there is
+    none (unless `settings.allow_cpu`). Runs before any network is built (and so before Keras is
+    imported, which fixes the backend); the CLI calls it before Prefect starts, too. Backend,
+    devices and allow_cpu stay out of the config (and so out of the run key): they say where a
+    run goes, not what it computes, and checkpoints move between backends."""
     config = training.train_config(settings.preset, settings.config_overrides(), parent_gan)
+    use_backend(settings.backend)
     select_device(settings.device)
+    training_devices(settings.device, settings.devices, config.batch_size)
     training.refuse_cpu_training(settings.preset, config, settings.allow_cpu)
     return config
 
@@ -70,7 +75,8 @@ def _train(store: ArtifactStore, plan: training.TrainingPlan, settings: GanTrain
     if limit:
         get_run_logger().info("waiting for a slot of the %r concurrency limit", limit)
     with concurrency(limit, occupy=1, strict=True) if limit else nullcontext():
-        return training.train_gan(store.root, plan, str(run_dir), settings.publish_every)
+        return training.train_gan(store.root, plan, str(run_dir), settings.publish_every,
+                                  device=settings.device, devices=settings.devices)
 
 
 @flow(name="pretrain", description="Train a Musika GAN from scratch on weighted latents datasets.",

@@ -1,7 +1,10 @@
-"""The Musika GAN training step, as pieces a trainer loop calls (docs/musika.md §3-4).
+"""The Musika GAN training step: what both backends share, written once with `keras.ops`
+(docs/musika.md §3-4): the losses, draws and EMA, and the `GanTraining` interface of a backend's step
+(`tf_step` on TensorFlow, `jax_step` on JAX; `gan_training.create_gan_training` picks one).
 
 - hinge losses; R1 = batch mean of the per-sample sum of squared gradients of sum D(real)
-  with respect to the real latents (no 1/2);
+  with respect to the real latents (no 1/2); the gradient itself is the backend's
+  (`tf_step.r1_penalty`, `jax_step`);
 - the adaptive R1 weight -switch * 10, the switch moving by 1e-4 per step towards more
   regularisation while the critic is too sure (certainty > 0.9) and clamped to [-1, 0];
 - one step updates critic and generator from the same forward pass (both gradients are taken
@@ -11,19 +14,19 @@
   and cropped at one of the half-window offsets (64, 192, 320 for a 256-frame window).
 
 Random draws come from `counter_random`, seeded by (run seed, draw counter): the same seed and
-counter give the same swap, coordinates and crop with or without XLA (TensorFlow's own random
-ops draw other numbers once compiled), and a resumed run draws what an uninterrupted one would.
+counter give the same swap, coordinates and crop with or without XLA and on either backend, and
+a resumed run draws what an uninterrupted one would.
 
 Shapes follow `musika_model.networks`: latents (B, L, 128), coordinates (B, L, 2 * coord_depth).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from . import counter_random
 from .config import GanConfig
@@ -40,69 +43,85 @@ LEARNING_RATE = 1e-4
 # --- losses and regularisation -----------------------------------------------------------------
 
 
-def critic_hinge_losses(
-    real_scores: tf.Tensor, fake_scores: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+def critic_hinge_losses(real_scores: Any, fake_scores: Any) -> tuple[Any, Any]:
     """(mean relu(1 - D(real)), mean relu(1 + D(fake))); the critic loss is their average."""
-    return tf.reduce_mean(tf.nn.relu(1.0 - real_scores)), tf.reduce_mean(
-        tf.nn.relu(1.0 + fake_scores)
-    )
+    return ops.mean(ops.relu(1.0 - real_scores)), ops.mean(ops.relu(1.0 + fake_scores))
 
 
-def generator_hinge_loss(fake_scores: tf.Tensor) -> tf.Tensor:
-    return -tf.reduce_mean(fake_scores)
+def generator_hinge_loss(fake_scores: Any) -> Any:
+    return -ops.mean(fake_scores)
 
 
-def r1_penalty(critic: keras.Model, real: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(R1 penalty, D(real)). Called under an outer tape, the penalty stays differentiable."""
-    with tf.GradientTape() as tape:
-        tape.watch(real)
-        scores = critic(real, training=True)
-        total = tf.reduce_sum(scores)
-    gradients = tape.gradient(total, real)
-    per_sample = tf.reduce_sum(
-        tf.reshape(tf.square(gradients), (tf.shape(gradients)[0], -1)), axis=1
-    )
-    return tf.reduce_mean(per_sample), scores
+def per_sample_squared_norm_mean(gradients: Any) -> Any:
+    """R1 from the gradient of sum D(real) w.r.t. the real batch: mean over samples of the sum of
+    squares."""
+    squares = ops.reshape(ops.square(gradients), (ops.shape(gradients)[0], -1))
+    return ops.mean(ops.sum(squares, axis=1))
 
 
 def updated_switch(
-    switch: tf.Tensor,
-    real_scores: tf.Tensor,
-    fake_scores: tf.Tensor,
+    switch: Any,
+    real_scores: Any,
+    fake_scores: Any,
     rate: float = SWITCH_RATE,
     stable_point: float = SWITCH_STABLE_POINT,
-) -> tf.Tensor:
+) -> Any:
     """The next switch value: certainty = clip(mean D(real) - mean D(fake), 0, 2) / 2."""
-    margin = tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores)
-    certainty = tf.clip_by_value(margin, 0.0, 2.0) / 2.0
-    moved = tf.where(certainty > stable_point, switch - rate, switch + rate)
-    return tf.clip_by_value(moved, -1.0, 0.0)
+    margin = ops.cast(ops.mean(real_scores) - ops.mean(fake_scores), "float32")
+    certainty = ops.clip(margin, 0.0, 2.0) / 2.0
+    moved = ops.where(certainty > stable_point, switch - rate, switch + rate)
+    return ops.clip(moved, -1.0, 0.0)
 
 
-def r1_weight(switch: tf.Tensor, max_weight: float = R1_MAX_WEIGHT) -> tf.Tensor:
+def r1_weight(switch: Any, max_weight: float = R1_MAX_WEIGHT) -> Any:
     return -switch * max_weight
+
+
+def step_losses(
+    real_scores: Any, fake_scores: Any, penalty: Any, switch: Any, r1_max_weight: float
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(critic loss, generator loss, the step's reported scalars but skipped_updates) from the
+    critic's scores of one forward pass."""
+    new_switch = updated_switch(switch, real_scores, fake_scores)
+    weight = r1_weight(new_switch, r1_max_weight)
+    loss_real, loss_fake = critic_hinge_losses(real_scores, fake_scores)
+    critic_loss = (loss_real + loss_fake) / 2.0 + weight * penalty
+    generator_loss = generator_hinge_loss(fake_scores)
+    reported = {
+        "critic_real": loss_real,
+        "critic_fake": loss_fake,
+        "generator": generator_loss,
+        "r1_penalty": penalty,
+        "r1_weight": weight,
+        "switch": new_switch,
+    }
+    return critic_loss, generator_loss, {k: ops.cast(v, "float32") for k, v in reported.items()}
 
 
 # --- augmentation, EMA, coordinates --------------------------------------------------------------
 
 
-def swap_channels(latents: tf.Tensor) -> tf.Tensor:
+def swap_channels(latents: Any) -> Any:
     """Exchange the L (first half of the last axis) and R halves."""
-    left, right = tf.split(latents, 2, axis=-1)
-    return tf.concat([right, left], axis=-1)
+    left, right = ops.split(latents, 2, axis=-1)
+    return ops.concatenate([right, left], axis=-1)
 
 
-def random_channel_swap(latents: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def random_channel_swap(latents: Any, seed: Any) -> Any:
     """Swap L and R of the whole batch with probability 1/2 (one draw per batch, as the original)."""
     swap = counter_random.uniform((), seed) < 0.5
-    return tf.where(swap, swap_channels(latents), latents)
+    return ops.where(swap, swap_channels(latents), latents)
 
 
-def ema_update(ema_variables, variables, decay: float = EMA_DECAY) -> None:
-    """ema <- decay * ema + (1 - decay) * value, tensor by tensor."""
+def ema_average(ema: Any, value: Any, decay: float = EMA_DECAY) -> Any:
+    """decay * ema + (1 - decay) * value."""
+    return decay * ema + (1.0 - decay) * value
+
+
+def ema_update(ema_variables: Sequence, variables: Sequence, decay: float = EMA_DECAY) -> None:
+    """`ema_average` into the EMA variables, tensor by tensor."""
     for ema_variable, variable in zip(ema_variables, variables, strict=True):
-        ema_variable.assign(decay * ema_variable + (1.0 - decay) * variable)
+        ema_variable.assign(ema_average(ema_variable, variable, decay))
 
 
 def crop_offsets(gan: GanConfig) -> list[int]:
@@ -115,18 +134,28 @@ DRAWS = ("swap", "anchors", "style", "crop")
 """The random draws of one training step, each with its own seed."""
 
 
-def step_seeds(seed: int, counter: int | tf.Tensor) -> dict[str, tf.Tensor]:
-    """Seed pairs (int64) of every draw of the step numbered `counter`."""
-    counter = tf.cast(counter, tf.int64) * len(DRAWS)
+def step_seeds(seed: int, counter: Any) -> dict[str, Any]:
+    """Seed pairs (uint32) of every draw of the step numbered `counter`.
+
+    32-bit arithmetic on both backends (JAX has no int64 by default): the words are what
+    `counter_random` would take modulo 2^32 anyway.
+    """
+    base = ops.cast(counter, "uint32") * len(DRAWS)
+    first = ops.convert_to_tensor(seed % (1 << 32), "uint32")
     return {
-        name: tf.stack([tf.constant(seed, tf.int64), counter + index])
+        name: ops.stack([first, base + ops.convert_to_tensor(index, "uint32")])
         for index, name in enumerate(DRAWS)
     }
 
 
-def coordinate_path(
-    batch_size: int | tf.Tensor, gan: GanConfig, seeds: dict[str, tf.Tensor]
-) -> tf.Tensor:
+def _interpolate(start: Any, stop: Any, points: int, endpoint: bool) -> Any:
+    """(B, points, D): `points` evenly spaced points from start (B, D) towards stop (B, D)."""
+    steps = points - 1 if endpoint else points
+    weights = ops.reshape(ops.arange(points, dtype="float32") / float(steps), (1, points, 1))
+    return start[:, None, :] + (stop - start)[:, None, :] * weights
+
+
+def coordinate_path(batch_size: Any, gan: GanConfig, seeds: dict[str, Any]) -> Any:
     """(B, 2 * coord_length, 2 * coord_depth): anchors a_L -> a_C -> a_R interpolated, then centred.
 
     Each frame is [coordinate, style]; the style vector is drawn once per sample. a_L -> a_C
@@ -136,33 +165,30 @@ def coordinate_path(
     depth = gan.coord_depth
     style = counter_random.normal((batch_size, 1, depth), seeds["style"])
     points = counter_random.normal((batch_size, 3, depth), seeds["anchors"])
-    anchors = tf.concat([points, tf.tile(style, (1, 3, 1))], axis=-1)
+    anchors = ops.concatenate([points, ops.tile(style, (1, 3, 1))], axis=-1)
     left, centre, right = anchors[:, 0], anchors[:, 1], anchors[:, 2]
-    first = tf.linspace(left, centre, gan.coord_length + 1, axis=1)[:, :-1]
-    second = tf.linspace(centre, right, gan.coord_length + 1, axis=1)
-    path = tf.concat([first, second], axis=1)
+    first = _interpolate(left, centre, gan.coord_length, endpoint=False)
+    second = _interpolate(centre, right, gan.coord_length + 1, endpoint=True)
+    path = ops.concatenate([first, second], axis=1)
     return (path[:, :-1] + path[:, 1:]) / 2.0
 
 
-def crop_coordinates(path: tf.Tensor, gan: GanConfig, seed: tf.Tensor) -> tf.Tensor:
+def crop_coordinates(path: Any, gan: GanConfig, seed: Any) -> Any:
     """One training window (B, L, 2 * coord_depth) of `path`, at an offset drawn uniformly per batch."""
-    offsets = tf.constant(crop_offsets(gan), dtype=tf.int32)
+    offsets = ops.convert_to_tensor(crop_offsets(gan), "int32")
     choice = counter_random.integers((), seed, len(crop_offsets(gan)))
     # Gathers, not slices: XLA needs a slice's bounds at compile time, so `path[:, start:start +
     # L]` has no static size and even `offsets[choice]` would compile anew for every drawn value.
-    start = tf.gather(offsets, choice)
-    window = tf.gather(path, start + tf.range(gan.latent_length), axis=1)
-    return tf.ensure_shape(window, (None, gan.latent_length, 2 * gan.coord_depth))
+    start = ops.take(offsets, choice)
+    return ops.take(path, start + ops.arange(gan.latent_length, dtype="int32"), axis=1)
 
 
-def training_coordinates(
-    batch_size: int | tf.Tensor, gan: GanConfig, seeds: dict[str, tf.Tensor]
-) -> tf.Tensor:
+def training_coordinates(batch_size: Any, gan: GanConfig, seeds: dict[str, Any]) -> Any:
     """Generator input for one training batch: (B, L, 2 * coord_depth)."""
     return crop_coordinates(coordinate_path(batch_size, gan, seeds), gan, seeds["crop"])
 
 
-# --- optimizers and the step ---------------------------------------------------------------------
+# --- optimizers and the training objects ---------------------------------------------------------
 
 
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -188,118 +214,46 @@ def make_optimizers(
     return one(), one()
 
 
-StepFunction = Callable[[tf.Tensor], dict[str, tf.Tensor]]
-
-
-def make_train_step(
-    networks: GanNetworks,
-    generator_optimizer: keras.optimizers.Optimizer,
-    critic_optimizer: keras.optimizers.Optimizer,
-    switch: tf.Variable,
-    draw_counter: tf.Variable,
-    seed: int,
-    *,
-    r1_max_weight: float = R1_MAX_WEIGHT,
-    ema_decay: float = EMA_DECAY,
-    jit_compile: bool = False,
-) -> StepFunction:
-    """A `tf.function` `step(real_latents) -> losses` doing one critic and one generator update.
-
-    `real_latents` is (B, L, 128). Returned scalars: critic_real, critic_fake, generator,
-    r1_penalty, r1_weight (the weight used this step) and switch (its new value), plus
-    skipped_updates: how many of the two optimizers skipped this step because the loss scaler
-    found non-finite gradients (always 0 without loss scaling). Each call draws with the seeds
-    of (`seed`, `draw_counter`) and advances the counter. The optimizers are built here for the
-    networks' weights, so their state can be imported or exported
-    (`official.apply_optimizer_state`) before the first step.
-    """
-    generator, critic, generator_ema = networks.generator, networks.critic, networks.generator_ema
-    gan = networks.config
-    generator_optimizer.build(generator.trainable_weights)
-    critic_optimizer.build(critic.trainable_weights)
-
-    @tf.function(jit_compile=jit_compile)
-    def step(real_latents: tf.Tensor) -> dict[str, tf.Tensor]:
-        seeds = step_seeds(seed, draw_counter.assign_add(1) - 1)
-        real = random_channel_swap(tf.convert_to_tensor(real_latents, tf.float32), seeds["swap"])
-        coordinates = training_coordinates(tf.shape(real)[0], gan, seeds)
-        with tf.GradientTape() as generator_tape, tf.GradientTape() as critic_tape:
-            penalty, real_scores = r1_penalty(critic, real)
-            fake_scores = critic(generator(coordinates, training=True), training=True)
-            new_switch = updated_switch(switch, real_scores, fake_scores)
-            weight = r1_weight(new_switch, r1_max_weight)
-            loss_real, loss_fake = critic_hinge_losses(real_scores, fake_scores)
-            critic_loss = (loss_real + loss_fake) / 2.0 + weight * penalty
-            generator_loss = generator_hinge_loss(fake_scores)
-            scaled_critic_loss = critic_optimizer.scale_loss(critic_loss)
-            scaled_generator_loss = generator_optimizer.scale_loss(generator_loss)
-        critic_gradients = critic_tape.gradient(scaled_critic_loss, critic.trainable_weights)
-        generator_gradients = generator_tape.gradient(
-            scaled_generator_loss, generator.trainable_weights
-        )
-        applied_before = critic_optimizer.iterations + generator_optimizer.iterations
-        critic_optimizer.apply_gradients(zip(critic_gradients, critic.trainable_weights))
-        generator_optimizer.apply_gradients(zip(generator_gradients, generator.trainable_weights))
-        applied = critic_optimizer.iterations + generator_optimizer.iterations - applied_before
-        ema_update(generator_ema.trainable_weights, generator.trainable_weights, ema_decay)
-        switch.assign(new_switch)
-        return {
-            "critic_real": loss_real,
-            "critic_fake": loss_fake,
-            "generator": generator_loss,
-            "r1_penalty": penalty,
-            "r1_weight": weight,
-            "switch": new_switch,
-            "skipped_updates": tf.cast(2 - applied, tf.float32),
-        }
-
-    return step
-
-
-@dataclass
 class GanTraining:
-    """Everything one GAN training run mutates, plus its compiled step."""
+    """Everything one GAN training run mutates, and its step.
 
-    networks: GanNetworks
-    generator_optimizer: keras.optimizers.Optimizer
-    critic_optimizer: keras.optimizers.Optimizer
-    switch: tf.Variable
-    draw_counter: tf.Variable
-    """Steps drawn so far: the draws of the next step are seeded by (seed, counter)."""
-    step: StepFunction
+    `step(real_latents)` runs one critic and one generator update on a (B, L, 128) batch and
+    returns the scalars of `step_losses` (critic_real, critic_fake, generator, r1_penalty, r1_weight,
+    switch) plus skipped_updates: how many of the two optimizers
+    skipped the step because the loss scaler found non-finite gradients (0 without loss scaling).
 
-
-def create_gan_training(
-    networks: GanNetworks,
-    *,
-    learning_rate: float = LEARNING_RATE,
-    policy: str = "float32",
-    switch: float = SWITCH_START,
-    seed: int = 0,
-    first_draw: int = 0,
-    r1_max_weight: float = R1_MAX_WEIGHT,
-    ema_decay: float = EMA_DECAY,
-    jit_compile: bool = False,
-) -> GanTraining:
-    """Optimizers, switch variable, draw counter and step for `networks`.
-
-    Under a mixed `policy`, build the networks under that Keras dtype policy first. `seed` and
-    `first_draw` fix the swap and coordinate draws (the noise layers have their own seeds).
+    The Keras objects (networks, optimizers, `switch`, `draw_counter`) hold the run's state. A
+    backend whose step works on copies of it (JAX) brings them up to date in `sync()`, and takes
+    their values again after `reload()`; read them only after `sync()`, and call `reload()` after
+    assigning any of them. Where the step updates them in place (TensorFlow) both do nothing.
     """
-    generator_optimizer, critic_optimizer = make_optimizers(learning_rate, policy)
-    switch_variable = tf.Variable(switch, dtype=tf.float32, trainable=False, name="switch")
-    draw_counter = tf.Variable(first_draw, dtype=tf.int64, trainable=False, name="draw_counter")
-    step = make_train_step(
-        networks,
-        generator_optimizer,
-        critic_optimizer,
-        switch_variable,
-        draw_counter,
-        seed,
-        r1_max_weight=r1_max_weight,
-        ema_decay=ema_decay,
-        jit_compile=jit_compile,
-    )
-    return GanTraining(
-        networks, generator_optimizer, critic_optimizer, switch_variable, draw_counter, step
-    )
+
+    def __init__(
+        self,
+        networks: GanNetworks,
+        generator_optimizer: keras.optimizers.Optimizer,
+        critic_optimizer: keras.optimizers.Optimizer,
+        switch: Any,
+        draw_counter: Any,
+    ) -> None:
+        self.networks = networks
+        self.generator_optimizer = generator_optimizer
+        self.critic_optimizer = critic_optimizer
+        self.switch = switch
+        self.draw_counter = draw_counter
+        """Steps drawn so far: the draws of the next step are seeded by (seed, counter)."""
+        generator_optimizer.build(networks.generator.trainable_weights)
+        critic_optimizer.build(networks.critic.trainable_weights)
+
+    def step(self, real_latents: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def weights_finite(self) -> bool:
+        """Whether every weight of the three networks is finite (on the device, no copies)."""
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Write the step's state into the Keras variables."""
+
+    def reload(self) -> None:
+        """Take the Keras variables' values as the step's state."""

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from musika_model.audio import write_wav
+from musika_model.backends import active_backend
 from musika_model.config import SAMPLE_RATE, GanConfig
 from musika_model.frontend import latents_for_samples
 
@@ -121,16 +122,42 @@ def latent_coordinates(
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _compiled(generator: keras.Model, jit_compile: bool):
-    """One tf.function per generator and XLA choice, so repeated calls reuse the trace."""
-    import tensorflow as tf
-
+def _compiled(generator: keras.Model, jit_compile: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The generator as a function of coordinates returning numpy, one per generator and XLA
+    choice, so repeated calls reuse the trace. On JAX it is always compiled (`jax.jit` of a
+    stateless call, the noise layers' seeds carried back into the model after each call)."""
     functions = _COMPILED.setdefault(generator, {})
     if jit_compile not in functions:
-        functions[jit_compile] = tf.function(
-            lambda coordinates: generator(coordinates, training=False), jit_compile=jit_compile
-        )
+        if active_backend() == "jax":
+            functions[jit_compile] = _jax_function(generator)
+        else:
+            import tensorflow as tf
+
+            graph = tf.function(
+                lambda coordinates: generator(coordinates, training=False), jit_compile=jit_compile
+            )
+            functions[jit_compile] = lambda coordinates: graph(coordinates).numpy()
     return functions[jit_compile]
+
+
+def _jax_function(generator: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    import jax
+
+    @jax.jit
+    def call(trainable: list, non_trainable: list, coordinates: jax.Array):
+        return generator.stateless_call(trainable, non_trainable, coordinates, training=False)
+
+    def run(coordinates: np.ndarray) -> np.ndarray:
+        outputs, non_trainable = call(
+            [v.value for v in generator.trainable_variables],
+            [v.value for v in generator.non_trainable_variables],
+            coordinates,
+        )
+        for variable, value in zip(generator.non_trainable_variables, non_trainable, strict=True):
+            variable.assign(value)
+        return np.asarray(outputs)
+
+    return run
 
 
 def gan_config_of(generator: keras.Model) -> GanConfig:
@@ -166,10 +193,7 @@ def generate_latents(
     flat = coordinates.reshape(num_samples * windows, gan.latent_length, -1)
     set_noise_seed(generator, int(rng.integers(0, 2**31)))
     function = _compiled(generator, jit_compile)
-    outputs = [
-        function(flat[start : start + batch_windows]).numpy()
-        for start in range(0, len(flat), batch_windows)
-    ]
+    outputs = [function(flat[start : start + batch_windows]) for start in range(0, len(flat), batch_windows)]
     latents = np.concatenate(outputs).reshape(num_samples, windows * gan.latent_length, -1)
     return latents[:, : latents_for_samples(samples_for_seconds(seconds))]
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .backends import active_backend
 from .config import GanConfig
 from .devices import gpu_visible
 
@@ -44,7 +45,7 @@ class TrainConfig:
     """The half type of mixed precision: "float16" (dynamic loss scaling) or "bfloat16" (float32's
     exponent range, no loss scaling; needs hardware with bfloat16 kernels)."""
     xla: bool | None = None
-    """None: on when a GPU is visible."""
+    """None: on when a GPU is visible. TensorFlow only: JAX always compiles the step."""
     log_every: int = 20
     """Steps between loss checks, TensorBoard scalars and "step" progress reports."""
     max_rollbacks: int = 3
@@ -198,7 +199,10 @@ def precision_policy(config: TrainConfig) -> str:
 
 
 def _bfloat16_convolutions() -> bool:
-    """Whether the default device runs a bfloat16 Conv2D (a one-off probe of a few microseconds)."""
+    """Whether the default device runs a bfloat16 Conv2D (a one-off probe of a few microseconds).
+    XLA, and so JAX, has bfloat16 convolutions on every device it supports."""
+    if active_backend() == "jax":
+        return True
     import tensorflow as tf
 
     try:

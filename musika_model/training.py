@@ -21,8 +21,11 @@ collapsed, a "collapse" event is recorded and logged as a warning, or, with
 `collapse_as_divergence`, handled like a NaN.
 
 Checkpoints are written by `checkpoints.save_checkpoint` (folder layout there) into
-`<run_dir>/checkpoints/`; TensorBoard scalars go to `<run_dir>/tensorboard/`.
-TensorFlow is imported only when a trainer is built.
+`<run_dir>/checkpoints/`; TensorBoard scalars go to `<run_dir>/tensorboard/` (`scalars`).
+
+The trainer runs on the active Keras backend (`backends`): the step is `tf_step`'s or `jax_step`'s,
+batches are numpy, and on JAX nothing here imports TensorFlow. JAX runs may split each batch over
+several devices (`devices`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import official
+from .backends import active_backend, set_random_seed
 from .checkpoints import (
     CHECKPOINTS_DIR,
     MARKER_FILE,
@@ -58,9 +62,10 @@ from .checkpoints import (
 )
 from .collapse import CollapseReport, LatentReport, collapse_report, latent_report, temporal_std
 from .config import SAMPLE_RATE, SAMPLES_PER_LATENT, GanConfig
-from .devices import gpu_visible
+from .devices import gpu_visible, process_share
+from .scalars import ScalarWriter
 from .train_config import TrainConfig, precision_policy, using_dtype_policy
-from .training_data import LatentSource, WindowSampler, make_dataset
+from .training_data import LatentSource, WindowSampler, prefetched_batches
 
 if TYPE_CHECKING:
     from .codec import Autoencoder
@@ -71,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
 LOSS_KEYS = ("critic_real", "critic_fake", "generator", "r1_penalty", "r1_weight", "switch")
+"""The step's scalars, as `gan_step.step_losses` names them."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -180,11 +186,19 @@ class Trainer:
         on_progress: ProgressCallback | None = None,
         initial: CheckpointState | None = None,
         state: TrainingState | None = None,
+        devices: Sequence | None = None,
     ) -> None:
         """`initial` supplies starting weights, optimizer state and switch; `state` supplies
-        counters and records to continue (both come from `resume`/`finetune`)."""
+        counters and records to continue (both come from `resume`/`finetune`). `devices` (JAX
+        only, `devices.training_devices`) split each batch data parallel; default one device."""
         if initial is not None:
             _check_same_networks(initial.info.folder, initial.info.gan, config.gan)
+        if autoencoder is not None and active_backend() != "tensorflow":
+            raise ValueError(
+                "the autoencoder decodes with TensorFlow; on the JAX backend pass no autoencoder "
+                "(epoch samples are then judged as latents)"
+            )
+        self.devices = devices
         self.config = config
         self.run_dir = Path(run_dir)
         self.autoencoder = autoencoder
@@ -194,14 +208,14 @@ class Trainer:
         self.state.config = config
         self.policy = precision_policy(config)
         self.xla = gpu_visible() if config.xla is None else config.xla
+        self.process_index, self.process_count = process_share()
         self.networks = initial.networks if initial is not None else self._fresh_networks()
         self.training = self._create_training(initial)
         self.last_checkpoint: Path | None = None
         self._reference_std = temporal_std(
             self.sampler.batch(np.random.default_rng([config.seed, 1]), 16)
         )
-        self._all_finite = self._finite_check()
-        self._writer = None
+        self._writer = ScalarWriter(self.run_dir / TENSORBOARD_DIR)
         self._snapshot = self._take_snapshot()
 
     # ----------------------------------------------------------------- construction
@@ -216,6 +230,7 @@ class Trainer:
         config: TrainConfig | None = None,
         autoencoder: Autoencoder | None = None,
         on_progress: ProgressCallback | None = None,
+        devices: Sequence | None = None,
     ) -> Trainer:
         """Continue the run of `checkpoint` (this trainer's format) with its step counter.
 
@@ -243,6 +258,7 @@ class Trainer:
             on_progress=on_progress,
             initial=initial,
             state=state,
+            devices=devices,
         )
         trainer.last_checkpoint = info.folder
         return trainer
@@ -259,6 +275,7 @@ class Trainer:
         lineage: dict | None = None,
         on_progress: ProgressCallback | None = None,
         load_optimizer: bool = True,
+        devices: Sequence | None = None,
     ) -> Trainer:
         """Start a new run (step 0, epoch 0) from `parent`'s weights and switch.
 
@@ -292,21 +309,20 @@ class Trainer:
             lineage=lineage,
             on_progress=on_progress,
             initial=initial,
+            devices=devices,
         )
 
     def _fresh_networks(self) -> GanNetworks:
-        import keras
-
         from .networks import build_gan
 
-        keras.utils.set_random_seed(self.config.seed)
+        set_random_seed(self.config.seed)
         with using_dtype_policy(self.policy):
             return build_gan(self.config.gan)
 
     def _create_training(self, initial: CheckpointState | None) -> GanTraining:
         """Optimizers, switch and step; the step's draws continue from the run's step counter,
         so a resumed run draws what an uninterrupted one would have."""
-        from .gan_step import create_gan_training
+        from .gan_training import create_gan_training
 
         training = create_gan_training(
             self.networks,
@@ -318,6 +334,7 @@ class Trainer:
             r1_max_weight=self.config.r1_max_weight,
             ema_decay=self.config.ema_decay,
             jit_compile=self.xla,
+            devices=self.devices,
         )
         if initial is not None:
             for role, optimizer, model, saved in (
@@ -330,23 +347,6 @@ class Trainer:
                     official.apply_optimizer_state(optimizer, model.trainable_weights, saved)
                 apply_loss_scale_state(optimizer, initial.loss_scales.get(role))
         return training
-
-    def _finite_check(self) -> Callable[[], Any]:
-        import tensorflow as tf
-
-        variables = [
-            weight
-            for model in self.networks.as_dict().values()
-            for weight in model.weights
-        ]
-
-        @tf.function
-        def all_finite():
-            return tf.reduce_all(
-                tf.stack([tf.reduce_all(tf.math.is_finite(weight)) for weight in variables])
-            )
-
-        return all_finite
 
     # ----------------------------------------------------------------- state access
 
@@ -376,20 +376,23 @@ class Trainer:
         ]
 
     def _take_snapshot(self) -> _Snapshot:
-        return _Snapshot(
-            copy.deepcopy(self.state), [np.array(v.numpy()) for v in self._variables()]
-        )
+        self.training.sync()
+        return _Snapshot(copy.deepcopy(self.state), [np.array(v) for v in self._variables()])
 
     def _restore_snapshot(self) -> None:
+        self.training.sync()  # the draw counter is not restored: a repeated epoch draws anew
         for variable, value in zip(self._variables(), self._snapshot.values, strict=True):
             variable.assign(value)
+        self.training.reload()
         saved = copy.deepcopy(self._snapshot.state)
         self.state.step, self.state.epoch, self.state.history = saved.step, saved.epoch, saved.history
 
     def _apply_learning_rate(self) -> float:
         lr = self.state.learning_rate
+        self.training.sync()
         self.training.generator_optimizer.learning_rate = lr
         self.training.critic_optimizer.learning_rate = lr
+        self.training.reload()
         return lr
 
     # ----------------------------------------------------------------- reporting
@@ -414,19 +417,8 @@ class Trainer:
         )
 
     def _scalars(self, prefix: str, values: dict[str, float]) -> None:
-        """TensorBoard scalars, written with the scalar plugin's metadata by TensorFlow alone
-        (`tf.summary.scalar` needs the tensorboard package; viewing them still does)."""
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(str(self.run_dir / TENSORBOARD_DIR))
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-        )
-        with self._writer.as_default(step=self.state.step):
-            for name, value in values.items():
-                tf.summary.write(f"{prefix}/{name}", tf.constant(value, tf.float32), metadata=metadata)
+        if self.process_index == 0:
+            self._writer.write(self.state.step, {f"{prefix}/{name}": v for name, v in values.items()})
 
     # ----------------------------------------------------------------- the loop
 
@@ -455,8 +447,7 @@ class Trainer:
                 saved_epoch = self.state.epoch
         if saved_epoch != self.state.epoch:
             self.save_checkpoint()
-        if self._writer is not None:
-            self._writer.flush()
+        self._writer.flush()
         return TrainingResult(
             step=self.state.step,
             epoch=self.state.epoch,
@@ -473,12 +464,16 @@ class Trainer:
         lr = self._apply_learning_rate()
         epoch_started = time.perf_counter()
         data_seed = (config.seed, self.state.epoch, self.state.rollbacks)
-        dataset = make_dataset(self.sampler, config.batch_size, data_seed)
+        if self.process_count > 1:  # each host draws its own share of every global batch
+            data_seed += (self.process_index,)
+        batches = prefetched_batches(
+            self.sampler, config.batch_size // self.process_count, data_seed, config.iterations_per_epoch
+        )
         pending: list[dict] = []
         totals = np.zeros(len(LOSS_KEYS))
         skipped = 0
         report_started = time.perf_counter()
-        for batch in dataset.take(config.iterations_per_epoch):
+        for batch in batches:
             pending.append(self.training.step(batch))
             self.state.step += 1
             if len(pending) == config.log_every:
@@ -527,7 +522,7 @@ class Trainer:
             row, column = np.argwhere(~np.isfinite(values))[0]
             step = self.state.step - len(pending) + int(row) + 1
             raise _Diverged(f"loss '{LOSS_KEYS[column]}' is {values[row, column]} at step {step}")
-        if not bool(self._all_finite()):
+        if not self.training.weights_finite():
             raise _Diverged(f"NaN or Inf in the network weights at step {self.state.step}")
         means = dict(zip(LOSS_KEYS, values.mean(axis=0).tolist()))
         self._scalars("loss", {**means, "lr": self.state.learning_rate})
@@ -579,6 +574,7 @@ class Trainer:
         count = self.config.sample_count
         if count == 0:
             return [], []
+        self.training.sync()
         seconds = self.config.gan.latent_length * SAMPLES_PER_LATENT / SAMPLE_RATE
         latents = generate_latents(
             self.networks.generator_ema, seconds, count, self.config.sample_truncation, seed
@@ -637,6 +633,7 @@ class Trainer:
         latents, audio = samples if samples is not None else self._generate_samples(
             self.config.seed + self.state.epoch
         )
+        self.training.sync()
         self._clean_leftovers()
         name = f"epoch-{self.state.epoch:04d}-step-{self.state.step:08d}"
         destination = self.checkpoints_dir / name
@@ -649,7 +646,7 @@ class Trainer:
             self.networks,
             self.training.generator_optimizer,
             self.training.critic_optimizer,
-            float(self.training.switch.numpy()),
+            float(np.asarray(self.training.switch)),
             self.state,
             latent_samples=latents,
             audio_samples=audio,

@@ -11,25 +11,22 @@ Sampling, per window:
    T - L + 1 windows, so longer items are drawn proportionally to their window count, and the
    start frame is uniform in [0, T - L]. Items shorter than one window are skipped.
 
-The sampler is plain numpy (no TensorFlow at import); `make_dataset` wraps it in an infinite
-`tf.data` pipeline of full (B, L, 128) batches with prefetch. The stream never ends, so every
-batch is full: the equivalent of `drop_remainder=True`.
+The sampler is plain numpy, for either Keras backend; `prefetched_batches` draws an epoch's full
+(B, L, 128) batches in a background thread a few batches ahead of the training step.
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .config import STEREO_LATENT_WIDTH
-
-if TYPE_CHECKING:
-    import tensorflow as tf
 
 FINITE_CHECK_FRAMES = 65536
 """Frames checked for NaN/Inf at a time, so a memory-mapped item is never read whole."""
@@ -222,23 +219,52 @@ class WindowSampler:
         ]
 
 
-def make_dataset(
-    sampler: WindowSampler, batch_size: int, seed: int | Sequence[int]
-) -> tf.data.Dataset:
-    """An infinite `tf.data` stream of (batch_size, window, 128) float32 batches, prefetched.
+def prefetched_batches(
+    sampler: WindowSampler, batch_size: int, seed: int | Sequence[int], count: int, prefetch: int = 2
+) -> Iterator[np.ndarray]:
+    """`count` (batch_size, window, 128) float32 batches, drawn by a background thread up to
+    `prefetch` batches ahead of the step that takes them (numpy releases the GIL while copying
+    windows, so drawing overlaps the training step on either backend).
 
     `seed` (an int or a sequence such as (run seed, epoch, attempt)) fixes the draws, so an
-    epoch replays the same windows after a resume.
+    epoch replays the same windows after a resume. Closing the iterator early stops the thread.
     """
-    import tensorflow as tf
-
     if batch_size < 1:
         raise TrainingDataError(f"batch_size must be at least 1, got {batch_size}")
     seed_key = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    rng = np.random.default_rng(seed_key)
+    ready: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
 
-    def generate() -> Iterator[np.ndarray]:
-        return sampler.batches(np.random.default_rng(seed_key), batch_size)
+    def offer(item: np.ndarray | BaseException) -> bool:
+        """Queue `item` unless the consumer has gone; returns whether it was queued."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    signature = tf.TensorSpec((batch_size, sampler.window, STEREO_LATENT_WIDTH), tf.float32)
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    def draw() -> None:
+        try:
+            for _ in range(count):
+                if not offer(sampler.batch(rng, batch_size)):
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            offer(error)
+
+    def stream() -> Iterator[np.ndarray]:
+        worker = threading.Thread(target=draw, name="training-batches", daemon=True)
+        worker.start()
+        try:
+            for _ in range(count):
+                item = ready.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
+
+    return stream()

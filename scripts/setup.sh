@@ -33,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "setup: installing musika-piano and its dependencies into .venv (about 2.7 GB, TensorFlow included)"
+    echo "setup: installing musika-piano and its dependencies into .venv (about 3.1 GB, TensorFlow and JAX for the CPU included)"
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e '.[dev]'
     touch "$stamp"

@@ -16,6 +16,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "musika-piano-numba"))
 os.environ["MUSIKA_PIANO_DATA"] = str(_SESSION_DIR / "store")
 os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("MUSIKA_PIANO_PUBLIC_URL", None)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,8 @@ class ModelChoice:
     store_root: str | None = None
     gan_key: str | None = None
     autoencoder_key: str | None = None
+    created_at: datetime | None = None
+    """When a store model's version was published (None for a checkpoint folder)."""
 
     @property
     def short_name(self) -> str:
@@ -196,6 +199,7 @@ def _store_choice(model: models.StoredModel, store_root: str) -> ModelChoice:
         value=version.ref, label=label, details=details, gan_folder=gan_dir,
         autoencoder_folder=ae_dir, base_channels=None, store_root=store_root,
         gan_key=gan_key, autoencoder_key=ae_key,
+        created_at=datetime.fromisoformat(version.created_at),
     )
 
 

@@ -55,6 +55,14 @@ class ModelCatalog:
         self.choices = extra + listening.store_model_choices(self.store)
         return self.choices
 
+    def preselected(self) -> str | None:
+        """The choice the page opens on: the command line's folder, else the store model
+        published last (the list itself goes by name, newest version first)."""
+        if self.folder_choice is not None:
+            return self.folder_choice.value
+        newest = max(self.choices, key=lambda choice: choice.created_at, default=None)
+        return newest.value if newest is not None else None
+
     def find(self, value: str | None) -> listening.ModelChoice:
         return listening.find_choice(self.choices, value)
 
@@ -83,7 +91,7 @@ def build_app(
     def on_refresh(current: str | None):
         catalog.refresh()
         values = [choice.value for choice in catalog.choices]
-        selected = current if current in values else (values[0] if values else None)
+        selected = current if current in values else catalog.preselected()
         dropdown = gr.update(choices=catalog.dropdown_choices(), value=selected)
         return dropdown, catalog.details(selected)
 
@@ -120,7 +128,7 @@ def build_app(
             for index in range(listening.MAX_NUM_SAMPLES)
         ]
 
-    initial = catalog.choices[0].value if catalog.choices else None
+    initial = catalog.preselected()
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=SERVED_FILE_CACHE) as app:
         gr.Markdown(f"# {TITLE}\nGenerate piano pieces with a Musika model and listen to them.")
         with gr.Row():

@@ -21,8 +21,22 @@ from pydantic import BeforeValidator
 from flows.cli import checks
 from flows.cli.app import PortInUse, serve_app
 from flows.cli.evaluate import evaluate_command
-from flows.cli.options import JsonFlag, StoreRoot, Switch, cli_model, emit, lr_phases, panel, params
+from flows.cli.native_logs import hide_tensorflow_logs
+from flows.cli.options import (
+    JsonFlag,
+    StoreRoot,
+    Switch,
+    VerboseFlag,
+    cli_model,
+    emit,
+    lr_phases,
+    panel,
+    params,
+)
+from flows.cli.prefect_server import die_with_this_process
 from flows.cli.report import ReportOutputError, report_command
+from flows.cli.serve import ServeError, serve_command
+from musika_model.train_config import PRESETS as GAN_PRESETS
 from tasks.download.params import CrawlParams, InvalidCrawlParams
 from tasks.generate.params import GenerateParams
 from tasks.normalize.params import LoudnessParams
@@ -66,8 +80,20 @@ CrawlFlags = cli_model(CrawlParams, {
 })
 RunFlags = cli_model(RunSettings, {"store": [Parameter(parse=False)]})  # the global --store
 _LR_PHASES = {"lr_phases": [Parameter(n_tokens=1, metavar="EPOCHS@LR,..."), BeforeValidator(lr_phases)]}
-PretrainFlags = cli_model(GanTrainingParams, _LR_PHASES)
-FinetuneFlags = cli_model(GanTrainingParams, _LR_PHASES, preset="finetune_recordings")
+
+
+def _preset_flag(default: str, takes: str) -> dict[str, list[object]]:
+    """--preset with its help saying how long the command's `default` preset trains (`takes`),
+    its steps counted from the preset table."""
+    config = GAN_PRESETS[default]()
+    return {"preset": [Parameter(help=(
+        f"{GanTrainingParams.model_fields['preset'].description} The default, {default}, runs "
+        f"{config.epochs} epochs of {config.iterations_per_epoch:,} steps ({config.total_steps:,} steps): {takes}."))]}
+
+
+PretrainFlags = cli_model(GanTrainingParams, {**_LR_PHASES, **_preset_flag("piano_pretrain", "days on a GPU")})
+FinetuneFlags = cli_model(GanTrainingParams, {**_LR_PHASES, **_preset_flag("finetune_recordings", "meant for a GPU")},
+                          preset="finetune_recordings")
 AutoencoderFlags = cli_model(AutoencoderTrainingParams)
 GenerateFlags = cli_model(GenerateParams)
 
@@ -165,7 +191,7 @@ def _human_segmented(result: dict) -> str:
 @dataset.command(name="midi")
 def dataset_midi(sources: list[str], /, *, name: str, render: Render = DEFAULT_RENDER,
                  loudness: Loudness = DEFAULT_LOUDNESS, run: Run = DEFAULT_RUN, store: StoreRoot = None,
-                 verbose: Switch = False, as_json: JsonFlag = False) -> int:
+                 verbose: VerboseFlag = False, as_json: JsonFlag = False) -> int:
     """Build a dataset from MIDI files: render, normalize, publish a version.
 
     Parameters
@@ -174,8 +200,6 @@ def dataset_midi(sources: list[str], /, *, name: str, render: Render = DEFAULT_R
         MIDI files, folders or glob patterns.
     name
         Dataset name (lowercase letters, digits, - _ .).
-    verbose
-        List every failed item: id, stage, reason and message.
     """
     checks.names(name)
     checks.local_sources(sources, MIDI_EXTENSIONS)
@@ -192,7 +216,7 @@ def dataset_midi(sources: list[str], /, *, name: str, render: Render = DEFAULT_R
 def dataset_youtube(sources: list[str], /, *, name: str, crawl: Crawl = DEFAULT_CRAWL,
                     segment: Segment = DEFAULT_SEGMENT, quality: Quality = DEFAULT_QUALITY,
                     loudness: Loudness = DEFAULT_LOUDNESS, run: Run = DEFAULT_RUN, store: StoreRoot = None,
-                    verbose: Switch = False, as_json: JsonFlag = False) -> int:
+                    verbose: VerboseFlag = False, as_json: JsonFlag = False) -> int:
     """Build or refresh a dataset from YouTube videos, playlists, channels or searches.
 
     Parameters
@@ -201,8 +225,6 @@ def dataset_youtube(sources: list[str], /, *, name: str, crawl: Crawl = DEFAULT_
         Video, playlist or channel URLs, search queries (ytsearch10:...) or files listing them.
     name
         Dataset name (lowercase letters, digits, - _ .).
-    verbose
-        List every failed item: id, stage, reason and message.
     """
     checks.names(name)
     checks.youtube_sources(sources)
@@ -219,7 +241,7 @@ def dataset_youtube(sources: list[str], /, *, name: str, crawl: Crawl = DEFAULT_
 @dataset.command(name="audio")
 def dataset_audio(sources: list[str], /, *, name: str, segment: Segment = DEFAULT_SEGMENT,
                   quality: Quality = DEFAULT_QUALITY, loudness: Loudness = DEFAULT_LOUDNESS, run: Run = DEFAULT_RUN,
-                  store: StoreRoot = None, verbose: Switch = False, as_json: JsonFlag = False) -> int:
+                  store: StoreRoot = None, verbose: VerboseFlag = False, as_json: JsonFlag = False) -> int:
     """Build a dataset from recordings (wav/flac/mp3/ogg, any rate, mono or stereo).
 
     Parameters
@@ -228,8 +250,6 @@ def dataset_audio(sources: list[str], /, *, name: str, segment: Segment = DEFAUL
         Folders, files or glob patterns of recordings.
     name
         Dataset name (lowercase letters, digits, - _ .).
-    verbose
-        List every failed item: id, stage, reason and message.
     """
     checks.names(name)
     checks.local_sources(sources, AUDIO_EXTENSIONS)
@@ -330,7 +350,7 @@ def dataset_tag(ref: str, tag: str, /, *, store: StoreRoot = None, as_json: Json
 
 @app.command(name="encode")
 def encode(dataset: str, /, *, autoencoder: str, name: str | None = None, run: Run = DEFAULT_RUN,
-           store: StoreRoot = None, verbose: Switch = False, as_json: JsonFlag = False) -> int:
+           store: StoreRoot = None, verbose: VerboseFlag = False, as_json: JsonFlag = False) -> int:
     """Encode a normalized dataset version into a latents dataset version.
 
     Parameters
@@ -341,8 +361,6 @@ def encode(dataset: str, /, *, autoencoder: str, name: str | None = None, run: R
         Model holding an autoencoder item (NAME or NAME@VERSION, e.g. from import-musika).
     name
         Latents dataset name (default `<dataset name>-latents`).
-    verbose
-        List every failed item: id, stage, reason and message.
     """
     checks.names(name)
     checks.datasets(store, [dataset])
@@ -478,6 +496,7 @@ def generate(model: str, /, *, request: Request = DEFAULT_GENERATE, name: str | 
 app.command(evaluate_command, name="evaluate")
 app.command(report_command, name="report")
 app.command(serve_app, name="app")
+app.command(serve_command, name="serve")
 
 
 # ---- store commands ---------------------------------------------------------------------------
@@ -490,7 +509,7 @@ def store_verify(*, repair: Switch = False, store: StoreRoot = None, as_json: Js
     Parameters
     ----------
     repair
-        Move damaged objects, stray files and unreadable version files to <store>/quarantine/
+        Move damaged objects, stray files and unreadable version files to `<store>/quarantine/`
         (nothing is deleted); a re-run of the builds that made them makes them again.
     """
     report = ArtifactStore.open(store).verify(repair=repair)
@@ -609,21 +628,29 @@ def model_info(*, base_channels: int = 128, small: Switch = False, as_json: Json
 
 @app.meta.default
 def _launch(*tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
-            store: str | None = None) -> int:
+            store: str | None = None,
+            verbose: Annotated[bool, Parameter(name=("--verbose", "-v"), negative=(), show_default=False)] = False,
+            ) -> int:
     """Run the command in `tokens` with the global options.
 
     Parameters
     ----------
     store
         Artifact store root (path or fsspec URL); default $MUSIKA_PIANO_DATA or data/store.
+    verbose
+        Show TensorFlow's own log lines (oneDNN, absl, graph optimizer errors), hidden otherwise;
+        dataset builds and encode also list every failed item: id, stage, reason and message.
     """
     command, bound, ignored = app.parse_args(tokens, exit_on_error=False, print_error=False)
-    return command(*bound.args, **bound.kwargs, **({"store": store} if "store" in ignored else {}))
+    if not verbose:
+        hide_tensorflow_logs()
+    given = {"store": store, "verbose": verbose}
+    return command(*bound.args, **bound.kwargs, **{name: value for name, value in given.items() if name in ignored})
 
 
 _USER_ERRORS: tuple[type[Exception], ...] = (
     StoreError, SourceNotFound, NotAModelError, checks.InputCheckFailed, PortInUse, StageFailed,
-    pydantic.ValidationError, ReportOutputError, InvalidCrawlParams)
+    pydantic.ValidationError, ReportOutputError, InvalidCrawlParams, ServeError)
 """Errors that mean "fix your input": one line on stderr, exit code 2, no traceback."""
 
 def is_user_error(error: Exception) -> bool:
@@ -679,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command: exit code 0; 1 when a check found problems (store verify) or stdout was
     closed early; 2 for a bad command line or input; 3 when the machine stopped a stage (a full
     disk, a read-only store: `EnvironmentFault`). Errors are one line `musika-piano: ...` on stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    die_with_this_process()  # the temporary Prefect server, if one starts, ends with this process
     tokens = list(sys.argv[1:] if argv is None else argv)
     try:
         code = app.meta(tokens, exit_on_error=False, print_error=False)

@@ -25,6 +25,9 @@ Switch = Annotated[bool, Parameter(negative=(), show_default=False)]
 StoreRoot = Annotated[str | None, Parameter(parse=False)]
 """The global --store: the launcher (`flows.cli.commands`) passes it to every command that takes a
 `store` parameter of this type."""
+VerboseFlag = Annotated[bool, Parameter(parse=False)]
+"""The global -v/--verbose, passed on like --store; a command takes it to say more than
+TensorFlow's log lines (a build: its failed items one by one)."""
 
 _Model = TypeVar("_Model", bound=BaseModel)
 

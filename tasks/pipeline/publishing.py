@@ -2,9 +2,9 @@
 
 `summarize_outcomes`, `failures_by_reason` and `failed_items` are pure; `publish_dataset_version`
 is the thin task that writes the version into the store, attaches a keyed table artifact
-(statistics and the version's location) to the flow run, emits `musika.dataset.published` for
-deployment triggers, and writes the version's HTML report (`tasks.reports.report`) with a
-`report-<name>` link artifact.
+(statistics and the version's location) and a `<key>-location` link to the flow run (links:
+`tasks.store.links`), emits `musika.dataset.published` for deployment triggers, and writes the
+version's HTML report (`tasks.reports.report`) with a `report-<name>` link artifact.
 Publishing uses the reports, never the other way round (artifact keys are in artifact_keys.py).
 """
 
@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
 from tasks.pipeline.artifact_keys import artifact_key
 from tasks.pipeline.batching import ItemOutcome
 from tasks.reports.report import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion
+from tasks.store.layout import version_rel
+from tasks.store.links import store_link
 
 DATASET_PUBLISHED_EVENT = "musika.dataset.published"
 
@@ -171,15 +173,17 @@ def publish_dataset_version(
         failures=[{"item_id": o.item_id, "stage": o.stage, "reason": f"{o.reason}: {o.message}"} for o in failures],
     )
     location = store.dataset_uri(version.name, version.version)
+    link = store_link(store, version_rel(version.name, version.version))
     state = "published" if version.created else "unchanged, kept"
-    logger.info("%s %s (%d items) at %s", state, version.ref, len(version.items), location)
+    logger.info("%s %s (%d items) at %s", state, version.ref, len(version.items), link.location)
     create_table_artifact(
         key=artifact_key(name),
         table=statistics_table(version),
         description=f"Dataset **{version.ref}** ({state}): {len(version.items)} items, "
-        f"{len(version.failures)} failures. Location: [{location}]({location})",
+        f"{len(version.failures)} failures. {link.markdown('Manifest')}",
     )
-    create_link_artifact(key=f"{artifact_key(name)}-location", link=location, link_text=version.ref)
+    create_markdown_artifact(key=f"{artifact_key(name)}-location", markdown=link.markdown(version.ref),
+                             description=f"Manifest of **{version.ref}**")
     if version.created or not store.has_report(version.name, version.version):
         report_or_warn(store, version.ref)
     if version.created:

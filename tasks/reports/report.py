@@ -18,7 +18,7 @@ import posixpath
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from tasks.pipeline.artifact_keys import artifact_key
 from tasks.pipeline.registry import spec_for
@@ -33,6 +33,7 @@ from tasks.reports.page import (
 )
 from tasks.store import ArtifactStore, DatasetVersion
 from tasks.store.layout import report_rel
+from tasks.store.links import store_link
 
 GENERIC_TEMPLATE = "generic.html.j2"
 
@@ -82,17 +83,18 @@ def copy_report(store: ArtifactStore, ref: str, output: Path) -> Path:
 
 
 def report_and_link(store: ArtifactStore, ref: str) -> str:
-    """Write the report of `ref`, attach a link artifact `report-<name>` to the current run and
-    log the location. Needs a Prefect run context (a flow or task run)."""
+    """Write the report of `ref`, attach an artifact `report-<name>` linking it (or showing its
+    path: `tasks.store.links`) to the current run and log where it is; returns its URI. Needs a
+    Prefect run context (a flow or task run)."""
     version = store.resolve(ref)
+    link = store_link(store, report_rel(version.name, version.version))
     location = write_report(store, version.ref)
-    create_link_artifact(
+    create_markdown_artifact(
         key=report_artifact_key(version.name),
-        link=location,
-        link_text=f"report of {version.ref}",
+        markdown=link.markdown(f"report of {version.ref}"),
         description=f"HTML report of **{version.ref}** (stage {version.stage})",
     )
-    get_run_logger().info("report of %s at %s", version.ref, location)
+    get_run_logger().info("report of %s at %s", version.ref, link.location)
     return location
 
 

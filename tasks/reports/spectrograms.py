@@ -8,12 +8,18 @@ imported lazily with the non-interactive Agg backend, so servers and CLI runs ne
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 N_FFT = 2048
 HOP_LENGTH = 512
 TOP_DB = 80.0
+TITLE_MARGIN_PX = 8
+"""Room kept between a title and the image's sides."""
 
 
 def mono_mix(audio: np.ndarray) -> np.ndarray:
@@ -62,7 +68,7 @@ def mel_spectrogram_png(audio: np.ndarray, sample_rate: int, title: str | None =
         axes.set_xlabel("time (s)")
         axes.set_ylabel("frequency (Hz)")
         if title:
-            axes.set_title(title)
+            _draw_title(figure, title)
         figure.colorbar(image, ax=axes, format="%+.0f dB")
         figure.tight_layout()
         buffer = io.BytesIO()
@@ -70,3 +76,13 @@ def mel_spectrogram_png(audio: np.ndarray, sample_rate: int, title: str | None =
     finally:
         plt.close(figure)
     return buffer.getvalue()
+
+
+def _draw_title(figure: Figure, title: str) -> None:
+    """`title` over the whole figure, wrapped at spaces, and smaller where a line is still wider
+    than the figure (a long model name is one word), so the image never cuts it off."""
+    text = figure.suptitle(title, wrap=True)
+    width = text.get_window_extent(figure.canvas.get_renderer()).width
+    room = figure.bbox.width - 2 * TITLE_MARGIN_PX
+    if width > room:
+        text.set_fontsize(text.get_fontsize() * room / width)

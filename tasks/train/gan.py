@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,8 @@ from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM, StoredModel, load_
 from tasks.pipeline.publishing import artifact_key
 from tasks.reports.report import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion, object_key
+from tasks.store.layout import object_rel, version_rel
+from tasks.store.links import store_link
 
 if TYPE_CHECKING:
     from musika_model.train_config import TrainConfig
@@ -241,25 +244,34 @@ def run_training(
     run_dir: Path,
     on_progress: Callable[[TrainingProgress], None] | None = None,
     max_epochs: int | None = None,
+    device: str = "auto",
+    devices: int | str = "all",
 ) -> TrainingResult:
     """Train `plan` in `run_dir`: continue its last checkpoint if there is one (same step counter),
     else fine-tune from the parent, else start fresh. Raises TrainingDiverged when the guard
-    gives up; the last healthy checkpoint stays in `run_dir`."""
+    gives up; the last healthy checkpoint stays in `run_dir`. `device` and `devices` are
+    `GanTrainingParams`' (`devices.training_devices`).
+
+    On the JAX backend no autoencoder is loaded (it decodes with TensorFlow): epoch samples are
+    latents, judged as such by the collapse check."""
+    from musika_model.backends import active_backend
     from musika_model.checkpoints import latest_checkpoint
+    from musika_model.devices import training_devices
     from musika_model.training import Trainer
 
     sources = latent_sources(store, plan)
-    autoencoder = load_autoencoder(store.root, plan.autoencoder_key)
+    placed = training_devices(device, devices, plan.config.batch_size)
+    autoencoder = None
+    if active_backend() == "tensorflow":
+        autoencoder = load_autoencoder(store.root, plan.autoencoder_key)
+    options = {"autoencoder": autoencoder, "on_progress": on_progress, "devices": placed}
     last = latest_checkpoint(run_dir)
     if last is not None:
-        trainer = Trainer.resume(last, sources, run_dir, config=plan.config,
-                                 autoencoder=autoencoder, on_progress=on_progress)
+        trainer = Trainer.resume(last, sources, run_dir, config=plan.config, **options)
     elif plan.parent_dir is not None:
-        trainer = Trainer.finetune(plan.parent_dir, plan.config, sources, run_dir,
-                                   autoencoder=autoencoder, lineage=plan.lineage, on_progress=on_progress)
+        trainer = Trainer.finetune(plan.parent_dir, plan.config, sources, run_dir, lineage=plan.lineage, **options)
     else:
-        trainer = Trainer(plan.config, sources, run_dir, autoencoder=autoencoder,
-                          lineage=plan.lineage, on_progress=on_progress)
+        trainer = Trainer(plan.config, sources, run_dir, lineage=plan.lineage, **options)
     return trainer.train(max_epochs)
 
 
@@ -421,6 +433,15 @@ TRAINING_DIVERGED_EVENT = "musika.training.divergence"
 TRAINING_COLLAPSE_EVENT = "musika.training.collapse"
 MODEL_PUBLISHED_EVENT = "musika.model.published"
 PROGRESS_EVERY_SECONDS = 10.0
+TABLE_VERSIONS_PER_RUN = 20
+"""At most this many versions of the epoch table per training run: each version is one entry in
+the run's artifact timeline, and one per epoch crowds it (a pretrain has hundreds of epochs)."""
+
+
+def table_every(total_epochs: int) -> int:
+    """Epochs between versions of the epoch table: the multiples of this, plus the last epoch,
+    number at most TABLE_VERSIONS_PER_RUN."""
+    return max(1, -(-total_epochs // TABLE_VERSIONS_PER_RUN))
 
 
 def epoch_table(history: Sequence[dict], events: Sequence) -> list[dict[str, Any]]:
@@ -455,6 +476,9 @@ class TrainingReporter:
         self.store, self.plan, self.publish_every, self.logger = store, plan, publish_every, logger
         self.published: list[str] = []
         self._history = [dict(entry) for entry in history]
+        self._events: Sequence = ()
+        self._table_every = table_every(plan.config.epochs)
+        self._table_pending = False
         self._last_update = 0.0
         self._steps_reported = False
         self._speed_logged = False
@@ -476,8 +500,14 @@ class TrainingReporter:
         if now - self._last_update < PROGRESS_EVERY_SECONDS and progress.step < progress.total_steps:
             return
         self._last_update = now
-        update_progress_artifact(self.progress_id, 100.0 * progress.step / max(progress.total_steps, 1))
         eta = progress.eta_seconds
+        epoch = min(progress.epoch + 1, progress.total_epochs)  # the epoch these steps belong to
+        update_progress_artifact(
+            self.progress_id, 100.0 * progress.step / max(progress.total_steps, 1),
+            description=f"{self.plan.kind} of **{self.plan.name}**: step {progress.step}/{progress.total_steps}, "
+                        f"epoch {epoch}/{progress.total_epochs}, "
+                        f"ETA {human_duration(eta) if eta is not None else 'unknown'}",
+        )
         self.logger.info(
             "step %d/%d  epoch %d/%d  lr %.3g  G %.4f  D(real) %.4f  D(fake) %.4f  %.3f s/step%s",
             progress.step, progress.total_steps, progress.epoch, progress.total_epochs, progress.lr,
@@ -505,25 +535,55 @@ class TrainingReporter:
         )
 
     def finish(self) -> None:
+        """The training is done: the epoch table's last version, the progress bar full."""
         from prefect.artifacts import update_progress_artifact
 
-        update_progress_artifact(self.progress_id, 100.0)
+        self.write_table()
+        config = self.plan.config
+        update_progress_artifact(
+            self.progress_id, 100.0,
+            description=f"{self.plan.kind} of **{self.plan.name}**: finished, step {config.total_steps}/"
+                        f"{config.total_steps}, epoch {config.epochs}/{config.epochs}",
+        )
 
-    def _on_epoch(self, progress: TrainingProgress) -> None:
+    def stopped(self, error: Exception) -> None:
+        """The training stopped on `error` (divergence past the rollbacks, a fault): the table
+        with the epochs and events so far, and the reason in the progress artifact."""
+        from prefect.artifacts import update_progress_artifact
+
+        self.write_table()
+        last = self._history[-1] if self._history else {"step": 0, "epoch": 0}
+        update_progress_artifact(
+            self.progress_id, 100.0 * last["step"] / max(self.plan.config.total_steps, 1),
+            description=f"{self.plan.kind} of **{self.plan.name}**: stopped after epoch {last['epoch']}/"
+                        f"{self.plan.config.epochs} (step {last['step']}): {type(error).__name__}",
+        )
+
+    def write_table(self) -> None:
+        """A new version of the epoch table, if epochs or events came since the last one."""
         from prefect.artifacts import create_table_artifact
 
+        if not self._table_pending:
+            return
+        self._table_pending = False
+        create_table_artifact(
+            key=artifact_key(self.plan.name, "training"),
+            table=epoch_table(self._history, self._events),
+            description=f"Per-epoch losses, lr and divergence events of **{self.plan.name}**",
+        )
+
+    def _on_epoch(self, progress: TrainingProgress) -> None:
         self.logger.info("epoch %d/%d done: %s, samples %s", progress.epoch, progress.total_epochs,
                          {k: round(v, 4) for k, v in progress.losses.items()}, progress.collapse or "-")
         self._history.append({"epoch": progress.epoch, "step": progress.step, "lr": progress.lr,
                               **progress.losses, "seconds": progress.epoch_seconds,
                               "collapse": progress.collapse})
-        create_table_artifact(
-            key=artifact_key(self.plan.name, "training"),
-            table=epoch_table(self._history, progress.events),
-            description=f"Per-epoch losses, lr and divergence events of **{self.plan.name}**",
-        )
+        self._events, self._table_pending = progress.events, True
+        if progress.epoch % self._table_every == 0:
+            self.write_table()
 
     def _on_divergence(self, progress: TrainingProgress) -> None:
+        self._events, self._table_pending = progress.events, True
         self._emit(TRAINING_DIVERGED_EVENT, progress)
 
     def _on_collapse(self, progress: TrainingProgress) -> None:
@@ -550,18 +610,25 @@ class TrainingReporter:
         from prefect.artifacts import create_markdown_artifact
         from prefect.events import emit_event
 
+        from musika_model.checkpoints import SAMPLES_DIR
+
         version = publish_model_version(self.store, self.plan, gan_key)
         if version.created:
             self.published.append(version.ref)
             report_or_warn(self.store, version.ref)
-        samples = sorted((self.store.local_path(gan_key) / "samples").glob("*.wav"))
-        links = "\n".join(f"- [{path.name}]({path.as_uri()})" for path in samples) or "- (no audio samples)"
+        samples = sorted(name for name in self.store.manifest(gan_key).files
+                         if posixpath.dirname(name) == SAMPLES_DIR and name.endswith(".wav"))
+        links = "\n".join(
+            "- " + store_link(self.store, f"{object_rel(gan_key)}/{name}").markdown(posixpath.basename(name))
+            for name in samples
+        ) or "- (no audio samples)"
         location = self.store.dataset_uri(version.name, version.version)
+        manifest = store_link(self.store, version_rel(version.name, version.version))
         create_markdown_artifact(
             key=artifact_key(self.plan.name, "samples"),
             markdown=f"### {version.ref} (step {version.stats.get('step')}, epoch "
                      f"{version.stats.get('epoch')}{', final' if final else ''})\n\n{links}\n\n"
-                     f"Model version: [{location}]({location})",
+                     f"{manifest.markdown('Model version')}",
             description=f"Samples of {version.ref}",
         )
         if version.created:
@@ -575,7 +642,10 @@ class TrainingReporter:
 
 
 @task(name="train-gan", cache_policy=NO_CACHE)
-def train_gan(store_root: str, plan: TrainingPlan, run_dir: str, publish_every: int) -> dict[str, Any]:
+def train_gan(
+    store_root: str, plan: TrainingPlan, run_dir: str, publish_every: int, device: str = "auto",
+    devices: int | str = "all",
+) -> dict[str, Any]:
     """Train (or continue, or find finished) the run of `plan` and publish its final model version."""
     from musika_model.checkpoints import latest_checkpoint, read_checkpoint_info
 
@@ -595,7 +665,11 @@ def train_gan(store_root: str, plan: TrainingPlan, run_dir: str, publish_every: 
             logger.info("resuming %s from %s", plan.name, last)
         logger.info("%s %s on %s -> run folder %s", plan.kind, plan.name,
                     ", ".join(f"{d.version.ref} x{d.weight:g}" for d in plan.datasets), folder)
-        result = run_training(store, plan, folder, on_progress=reporter)
+        try:
+            result = run_training(store, plan, folder, on_progress=reporter, device=device, devices=devices)
+        except Exception as error:
+            reporter.stopped(error)
+            raise
         logger.info("trained to step %d, epoch %d in %.1f s", result.step, result.epoch, result.seconds)
         final_key = publish_checkpoint(store, plan, result.last_checkpoint)
         mark_finished(store, plan, final_key)

@@ -10,7 +10,7 @@ autoencoder's here (`AUTOENCODER_PRESETS`, read by `tasks.train.autoencoder`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,6 +102,15 @@ class GanTrainingParams(BaseModel):
         default="auto", description="auto: a GPU when TensorFlow sees one, else the CPU; gpu: refuse to start "
         "without one; cpu: hide the GPUs from this run.",
     )
+    backend: Literal["tensorflow", "jax"] | None = Field(
+        default=None, description="Keras backend: tensorflow (the default install; trains on one device) or jax "
+        "(data parallel over several GPUs; hosts with JAX but no TensorFlow; pip install -e '.[jax-cuda]'); "
+        "default: $KERAS_BACKEND, else tensorflow.",
+    )
+    devices: Annotated[int, Field(ge=1)] | Literal["all"] = Field(
+        default="all", description="JAX: how many devices of the --device kind split each batch (data parallel; "
+        "the batch size must be a multiple), or all of them; TensorFlow trains on one.",
+    )
     allow_cpu: bool = Field(
         default=False, description="Train a GPU-sized preset (piano_pretrain, finetune_recordings) without a GPU, "
         "which takes weeks; without it such a run is refused before it starts.",
@@ -117,7 +126,7 @@ class GanTrainingParams(BaseModel):
 
     def config_overrides(self) -> dict[str, Any]:
         """The fields given that replace the preset's TrainConfig fields (and so enter the run
-        key); device, allow_cpu, publishing, runs_dir and the concurrency limit say where and how
+        key); backend, device, devices, allow_cpu, publishing, runs_dir and the concurrency limit say where and how
         a run goes, not what it computes."""
         return self.model_dump(include=set(_GAN_CONFIG_FIELDS), exclude_none=True)
 

@@ -130,10 +130,11 @@ def network_summary(store: ArtifactStore, item: DatasetItem) -> Table:
 
 
 def model_report(store: ArtifactStore, version: DatasetVersion) -> ReportSections:
-    """A section per network set of the version, in item order."""
+    """A section per network set of the version: the GAN's first (what the model plays), then
+    the others in item order."""
     links = Links(version)
     network_sets: list[GanTraining | AutoencoderTraining | NetworkSet] = []
-    for item in version.items:
+    for item in sorted(version.items, key=lambda item: item.item_id != GAN_ITEM):
         folder = store.local_path(item.key)
         if item.item_id == GAN_ITEM and (folder / STATE_FILE).is_file():
             network_sets.append(gan_training(folder, item.key, links))

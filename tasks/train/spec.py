@@ -4,6 +4,7 @@ version (trained here or imported), hence the model report."""
 
 from __future__ import annotations
 
+from musika_model.backends import BackendError
 from musika_model.checkpoints import CheckpointError
 from musika_model.devices import DeviceUnavailableError
 from musika_model.train_config import TrainConfigError
@@ -28,6 +29,7 @@ SPECS = (
             TrainingDiverged,
             TrainingDataError,
             DeviceUnavailableError,
+            BackendError,
         ),
     ),
     StageSpec(gan.CHECKPOINT_STAGE, gan.CHECKPOINT_STAGE_VERSION),

@@ -23,13 +23,16 @@ from flows.midi_dataset import build_midi_dataset
 from tasks.pipeline.params import RunSettings
 from tasks.reports.report import publish_report, report_artifact_key
 from tasks.store import ArtifactStore
+from tasks.store.links import ENV_PUBLIC_URL
 
 
 @pytest.fixture()
-def published(tmp_path) -> tuple[ArtifactStore, str, object]:
-    """A 2-item MIDI dataset under a name of its own (artifact keys outlive a test)."""
+def published(tmp_path, monkeypatch) -> tuple[ArtifactStore, str, object]:
+    """A 2-item MIDI dataset under a name of its own (artifact keys outlive a test), its
+    artifacts made without a public URL (paths, not links: tests/flows/test_serve.py)."""
     from tests.helpers import write_piano_midi
 
+    monkeypatch.delenv(ENV_PUBLIC_URL, raising=False)
     for index in range(2):
         write_piano_midi(tmp_path / "midi" / f"piece-{index}.mid", seconds=2.0, seed=index)
     store_root = tmp_path / "store"
@@ -75,7 +78,7 @@ def test_publishing_a_midi_dataset_writes_its_report_and_links_it(published):
         assert item.item_id in document
 
     (artifact,) = link_artifacts(name)
-    assert artifact.type == "markdown" and report.as_uri() in artifact.data
+    assert artifact.type == "markdown" and artifact.data == f"report of {ref}: `{report}`"
     assert artifact.flow_run_id == state.state_details.flow_run_id
     assert store.verify().problems == []  # a report is not an object: verify has nothing to say
 

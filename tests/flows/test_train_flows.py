@@ -5,13 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from contextlib import redirect_stderr
 
 import numpy as np
 import pytest
 import soundfile
+from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId, ArtifactFilterKey
 from pydantic import ValidationError
 
 from flows.cli.commands import main
@@ -22,6 +24,7 @@ from flows.midi_dataset import build_midi_dataset
 from flows.train import dataset_refs, finetune, pretrain
 from musika_model.checkpoints import latest_checkpoint, read_checkpoint_info
 from musika_model.devices import gpu_visible
+from musika_model.training import TrainingDiverged
 from musika_model.training_data import LatentWidthError, SourceTooShortError
 from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.generate.stage import SAMPLE_FILE
@@ -58,8 +61,16 @@ def pretrained(latents_store) -> dict:
 
 
 def _artifacts(key: str) -> list:
+    """Every version of the artifact `key`, oldest first."""
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    return sorted(found, key=lambda artifact: artifact.created)
+
+
+def _progress_description(artifact_id) -> str:
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
+    return artifact.description
 
 
 def test_pretrain_publishes_a_model_with_lineage_and_a_rerun_trains_nothing(latents_store, pretrained):
@@ -89,11 +100,77 @@ def test_pretrain_publishes_a_model_with_lineage_and_a_rerun_trains_nothing(late
     epochs = [row for row in max((json.loads(a.data) for a in table), key=len) if not row["event"]]
     assert [row["epoch"] for row in epochs] == [1, 2]
     assert all(row["seconds"] > 0 for row in epochs)
-    assert _artifacts("training-progress-gan")[0].data == 100.0
+    [progress] = _artifacts("training-progress-gan")
+    assert progress.data == 100.0 and progress.description == "pretrain of **gan**: finished, step 8/8, epoch 2/2"
 
     again = pretrain(datasets=["a-latents"], name="gan", settings=TINY, run=run)
     assert not again["trained"] and not again["created"] and again["ref"] == "gan@2"
     assert store.version_numbers("gan") == [1, 2]
+
+
+def test_the_epoch_table_is_written_every_few_epochs_and_always_at_the_end(latents_store):
+    # 21 one-step epochs: more than TABLE_VERSIONS_PER_RUN, and the last not a multiple of the cadence.
+    epochs = 21
+    settings = GanTrainingParams(preset="tiny", lr_phases=[(epochs, 1e-4)], iterations_per_epoch=1,
+                                 save_every=epochs, publish_every=epochs)
+    result = pretrain(datasets=["a-latents"], name="long", settings=settings, run=RunSettings(store=latents_store.root))
+    assert result["trained"] and result["epoch"] == epochs
+
+    every = training.table_every(epochs)
+    assert every > 1 and epochs % every
+    versions = [[row for row in json.loads(artifact.data) if not row["event"]] for artifact in _artifacts("training-long")]
+    assert len(versions) <= training.TABLE_VERSIONS_PER_RUN
+    # a version at each multiple of the cadence, holding every epoch so far, and one for the last epoch
+    assert [[row["epoch"] for row in rows] for rows in versions] == [
+        list(range(1, end + 1)) for end in [*range(every, epochs + 1, every), epochs]]
+    assert all(row["seconds"] > 0 for row in versions[-1])
+
+
+def test_the_progress_artifact_says_step_epoch_and_eta(latents_store, tmp_path):
+    store = latents_store
+    config = training.train_config("tiny", {"seed": 4})
+    plan = training.plan_training(store, "described", config, [training.resolve_latents(store, "a-latents", 1.0)],
+                                  code_version=code_version())
+    described: dict[int, str] = {}
+
+    @flow(name="described-training")
+    def described_training() -> str:
+        """The reporter on a real run, the progress artifact's description read after each step."""
+        reporter = training.TrainingReporter(store, plan, publish_every=config.epochs, logger=get_run_logger())
+
+        def report_and_read(progress) -> None:
+            reporter(progress)
+            if progress.kind == "step":
+                described[progress.step] = _progress_description(reporter.progress_id)
+
+        training.run_training(store, plan, training.run_dir_of(tmp_path, plan), on_progress=report_and_read)
+        reporter.finish()
+        return _progress_description(reporter.progress_id)
+
+    finished = described_training()
+    total = config.total_steps
+    # The first step and the last always update the artifact (those between only every 10 s). The
+    # first step's time includes the graph tracing, so its ETA may run to minutes.
+    assert re.fullmatch(rf"pretrain of \*\*described\*\*: step 1/{total}, epoch 1/2, ETA [\d.]+ (seconds|minutes)",
+                        described[1])
+    assert described[total] == f"pretrain of **described**: step {total}/{total}, epoch 2/2, ETA 0 seconds"
+    assert finished == f"pretrain of **described**: finished, step {total}/{total}, epoch 2/2"
+    assert len(_artifacts("training-described")) == config.epochs  # finish() adds no copy of the last version
+
+
+def test_a_run_that_diverges_keeps_its_table_and_says_where_it_stopped(latents_store):
+    # An lr no network survives, and no rollback allowed: the run stops in its first epochs.
+    settings = GanTrainingParams(preset="tiny", lr_phases=[(3, 1e30)], max_rollbacks=0, publish_every=3)
+    with pytest.raises(TrainingDiverged):
+        pretrain(datasets=["a-latents"], name="diverged", settings=settings, run=RunSettings(store=latents_store.root))
+    rows = json.loads(_artifacts("training-diverged")[-1].data)
+    [event] = [row for row in rows if row["event"]]
+    assert event["event"].startswith("divergence: ")
+    finished = [row["epoch"] for row in rows if not row["event"]]
+    assert finished == list(range(1, len(finished) + 1))
+    [progress] = _artifacts("training-progress-diverged")
+    assert progress.description == (f"pretrain of **diverged**: stopped after epoch {len(finished)}/3 "
+                                     f"(step {4 * len(finished)}): TrainingDiverged")
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint_with_its_step(latents_store, tmp_path, caplog):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from musika_model import gan_step, networks
+from musika_model import gan_step, gan_training, networks, tf_step
 from musika_model.config import GanConfig
 from musika_model.train_config import using_dtype_policy
 
@@ -28,7 +28,7 @@ def test_r1_penalty_of_a_linear_critic_is_the_squared_weight_norm():
     kernel = np.arange(8, dtype="float32").reshape(8, 1) / 10
     critic.layers[-1].kernel.assign(kernel)
     real = tf.random.normal((3, 4, 2))
-    penalty, scores = gan_step.r1_penalty(critic, real)
+    penalty, scores = tf_step.r1_penalty(critic, real)
     assert float(penalty) == pytest.approx(float((kernel**2).sum()), rel=1e-6)
     np.testing.assert_allclose(scores, critic(real), rtol=1e-6)
 
@@ -38,7 +38,7 @@ def test_r1_penalty_averages_per_sample_sums():
         [keras.Input((2,)), keras.layers.Lambda(lambda x: tf.reduce_sum(x**2, 1, keepdims=True))]
     )
     real = tf.constant([[1.0, 0.0], [1.0, 1.0]])  # gradient 2x: per-sample sums 4 and 8
-    penalty, _ = gan_step.r1_penalty(critic, real)
+    penalty, _ = tf_step.r1_penalty(critic, real)
     assert float(penalty) == pytest.approx(6.0)
 
 
@@ -152,7 +152,7 @@ def test_make_optimizers_uses_the_original_betas():
 def test_one_training_step_updates_everything_from_one_forward_pass():
     keras.utils.set_random_seed(0)
     nets = networks.build_gan(TINY_GAN)
-    training = gan_step.create_gan_training(nets, seed=7)
+    training = gan_training.create_gan_training(nets, seed=7)
     real = tf.random.stateless_uniform((2, 256, 128), seed=(1, 2), minval=-1, maxval=1)
 
     # What the step must compute, from the same draws and the weights before the update.
@@ -196,7 +196,7 @@ def test_one_training_step_updates_everything_from_one_forward_pass():
 
 def test_small_gan_step_runs():
     nets = networks.build_gan(GanConfig(base_channels=8, small=True))
-    training = gan_step.create_gan_training(nets, seed=1, switch=-0.5)
+    training = gan_training.create_gan_training(nets, seed=1, switch=-0.5)
     losses = training.step(tf.random.normal((2, 128, 128)))
     assert all(np.isfinite(float(value)) for value in losses.values())
     assert float(losses["switch"]) in (pytest.approx(-0.5001), pytest.approx(-0.4999))
@@ -206,7 +206,7 @@ def test_small_gan_step_runs():
 def test_mixed_precision_step_runs_with_float32_weights_and_outputs():
     with using_dtype_policy("mixed_float16"):
         nets = networks.build_gan(GanConfig(base_channels=8))
-    training = gan_step.create_gan_training(nets, policy="mixed_float16", seed=2)
+    training = gan_training.create_gan_training(nets, policy="mixed_float16", seed=2)
     losses = training.step(tf.random.normal((2, 256, 128)))
     assert all(np.isfinite(float(value)) for value in losses.values())
     assert all(
@@ -224,7 +224,7 @@ def _three_steps(
     """Three steps of freshly built networks (one seed: same weights, same draws)."""
     keras.utils.set_random_seed(11)
     nets = networks.build_gan(gan)
-    training = gan_step.create_gan_training(nets, seed=5, jit_compile=jit_compile)
+    training = gan_training.create_gan_training(nets, seed=5, jit_compile=jit_compile)
     losses = [{key: float(value) for key, value in training.step(batch).items()} for batch in batches]
     return losses, [np.array(w) for w in nets.generator.weights + nets.critic.weights]
 
@@ -258,7 +258,7 @@ def test_the_xla_step_computes_what_the_graph_step_computes():
 def test_the_xla_step_compiles_for_small_windows_a_batch_of_one_and_mixed_float16():
     with using_dtype_policy("mixed_float16"):
         nets = networks.build_gan(GanConfig(base_channels=8, small=True))
-    training = gan_step.create_gan_training(nets, policy="mixed_float16", seed=3, jit_compile=True)
+    training = gan_training.create_gan_training(nets, policy="mixed_float16", seed=3, jit_compile=True)
     losses = {key: float(value) for key, value in training.step(tf.random.normal((1, 128, 128))).items()}
     assert all(np.isfinite(value) for value in losses.values())
     applied = int(training.critic_optimizer.iterations) + int(training.generator_optimizer.iterations)

@@ -1,6 +1,8 @@
-"""GAN training windows: validation of latent sources, mixture sampling and the tf.data pipeline."""
+"""GAN training windows: validation of latent sources, mixture sampling and the prefetching batch stream."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from musika_model.training_data import (
     SourceWeightError,
     TrainingDataError,
     WindowSampler,
-    make_dataset,
+    prefetched_batches,
 )
 
 WINDOW = 16
@@ -75,7 +77,8 @@ def test_dataset_batches_mix_the_sources_by_weight():
         ],
         WINDOW,
     )
-    batches = [batch.numpy() for batch in make_dataset(sampler, 8, seed=(0, 1, 0)).take(250)]
+    batches = list(prefetched_batches(sampler, 8, seed=(0, 1, 0), count=250))
+    assert len(batches) == 250
     assert all(batch.shape == (8, WINDOW, 128) for batch in batches)
     windows = np.concatenate(batches)[:, :, 0]
     assert ((windows == 0.5) | (windows == -0.5)).all()
@@ -86,10 +89,26 @@ def test_same_seed_gives_the_same_windows_and_another_seed_others():
     sampler = WindowSampler([LatentSource("a", [ramp(300)])], WINDOW)
 
     def first_batches(seed):
-        return np.stack([b.numpy() for b in make_dataset(sampler, 4, seed=seed).take(3)])
+        return np.stack(list(prefetched_batches(sampler, 4, seed=seed, count=3)))
 
     np.testing.assert_array_equal(first_batches((7, 2, 0)), first_batches((7, 2, 0)))
     assert not np.array_equal(first_batches((7, 2, 0)), first_batches((7, 3, 0)))
+
+
+def test_a_stream_closed_early_stops_its_thread_and_a_sampling_error_reaches_the_consumer():
+    sampler = WindowSampler([LatentSource("a", [ramp(300)])], WINDOW)
+    stream = prefetched_batches(sampler, 4, seed=0, count=1000, prefetch=1)
+    next(stream)
+    stream.close()
+    assert not any(thread.name == "training-batches" for thread in threading.enumerate())
+
+    class Broken(WindowSampler):
+        def batch(self, rng, size):
+            raise OSError("read error of a memory-mapped item")
+
+    broken = Broken([LatentSource("a", [ramp(300)])], WINDOW)
+    with pytest.raises(OSError, match="read error"):
+        list(prefetched_batches(broken, 4, seed=0, count=3))
 
 
 def test_npy_files_are_memory_mapped(tmp_path):
@@ -141,4 +160,4 @@ def test_bad_weights_are_refused(weight):
 def test_batch_size_must_be_positive():
     sampler = WindowSampler([LatentSource("s", [ramp(40)])], WINDOW)
     with pytest.raises(TrainingDataError, match="batch_size"):
-        make_dataset(sampler, 0, seed=0)
+        prefetched_batches(sampler, 0, seed=0, count=1)

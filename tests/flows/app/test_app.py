@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from flows.app.listening import user_errors
-from flows.app.ui import launch_app, open_catalog
+from flows.app.ui import build_app, launch_app, open_catalog
 from flows.cli.commands import main
 from tasks.checkpoint_import.stage import import_official_checkpoint
 from tasks.store import ArtifactStore
@@ -130,6 +130,21 @@ def test_checkpoint_with_other_base_channels_stops_the_command_as_a_user_error(m
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("musika-piano: ") and err.count("\n") == 1
     assert "base_channels=16" in err and "base_channels=32" in err
+
+
+def test_the_page_opens_on_the_store_model_published_last(model_folder, tmp_path):
+    """The model list goes by name; the page opens on the newest model, not on the first."""
+    _, folder = model_folder
+    store = ArtifactStore(tmp_path / "store")
+    for name in ("a-older", "b-newer"):
+        import_official_checkpoint(store, folder, name)
+    catalog = open_catalog(store.root, None, None, None)
+    newest = max(catalog.choices, key=lambda choice: store.resolve(choice.value).created_at).value
+    assert newest != catalog.choices[0].value
+    page = build_app(catalog, ["cpu"], tmp_path / "generated", 10.0)
+    shown = {block.elem_id: block for block in page.blocks.values() if getattr(block, "elem_id", None)}
+    assert shown["model"].value == newest
+    assert f"**{newest}**" in shown["lineage"].value
 
 
 def test_autoencoder_without_checkpoint_is_refused(model_folder):

@@ -169,3 +169,19 @@ def test_mel_spectrogram_of_a_tone_peaks_at_its_band_and_mixes_stereo_to_mono():
     with pytest.raises(ValueError, match="empty audio"):
         mel_spectrogram_db(np.zeros((0, 2)), SAMPLE_RATE)
     assert mel_spectrogram_png(stereo, SAMPLE_RATE, title="tone").startswith(b"\x89PNG")
+
+
+def test_the_mel_image_shows_its_whole_title():
+    """A long title (a 128-character model name is one word) wraps and shrinks to the image:
+    no title ink reaches its left or right edge, and the title is there at its top."""
+    from matplotlib.image import imread
+
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    for title in ("m" * 128 + "@12 · seed 4294967295 · sample 16",
+                  ("piano-pretrain-recordings-finetune@12 · seed 4294967295 · sample 16: "
+                   "data/store/objects/ab/abcdef0123456789/samples/sample-16.wav")):
+        image = imread(io.BytesIO(mel_spectrogram_png(tone, SAMPLE_RATE, title=title)))
+        ink = (image[..., :3] < 0.5).any(axis=2)
+        assert not ink[:, :3].any() and not ink[:, -3:].any(), title
+        untitled = imread(io.BytesIO(mel_spectrogram_png(tone, SAMPLE_RATE)))
+        assert ink[:12].any() and not (untitled[:12, :, :3] < 0.5).any()

@@ -25,6 +25,8 @@ from tasks.store import ArtifactStore
 from tests.helpers import run_cli
 
 SR = 44100
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
@@ -391,9 +393,59 @@ def test_imported_official_model_shows_its_network_summary(tmp_path):
     document = build_report(store, version)
     assert "Model official-tiny@1" in document
     assert "autoencoder (key" in document and "gan (key" in document
+    assert document.index("gan (key") < document.index("autoencoder (key")  # the GAN's section first
     for name, value in version.items[1].stats.items():
         if isinstance(value, (int, str)):
             assert f">{value}<" in document, name
+
+
+def test_a_model_trained_here_shows_its_gan_training_before_its_autoencoders(tmp_path):
+    """A version holds the autoencoder item first (as training publishes it): its GAN's section,
+    what the model plays, still comes first."""
+    from musika_model.checkpoints import STATE_FILE
+    from tasks.pipeline.models import AUTOENCODER_ITEM, GAN_ITEM
+    from tasks.train.autoencoder import HISTORY_FILE
+
+    store = ArtifactStore(tmp_path / "store")
+    with store.publish_object("train-autoencoder", 1, {}, [], item=AUTOENCODER_ITEM) as staged:
+        history = [{"step": step, "stage1/reconstruction": 1.0 / step} for step in (1, 2)]
+        (staged.dir / HISTORY_FILE).write_text(json.dumps(history))
+    autoencoder = {"item_id": AUTOENCODER_ITEM, "key": staged.key}
+    with store.publish_object("gan-checkpoint", 1, {}, [], item=GAN_ITEM) as staged:
+        history = [{"epoch": epoch, "generator": 1.0 / epoch, "lr": 1e-4} for epoch in (1, 2)]
+        (staged.dir / STATE_FILE).write_text(json.dumps({"epoch": 2, "step": 8, "history": history}))
+    gan = {"item_id": GAN_ITEM, "key": staged.key}
+    version = store.publish_dataset("piano-gan", stage="checkpoint", params={}, items=[autoencoder, gan])
+    document = build_report(store, version)
+    assert document.index("<h2>GAN training</h2>") < document.index("<h2>Autoencoder training</h2>")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
+                    "(scripts/setup.sh --tests installs it)")
+def test_a_wide_table_scrolls_inside_its_box_not_the_page(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    store = ArtifactStore(tmp_path / "store")
+    with store.publish_object("mystery", 1, {}, [], item="wide") as staged:
+        (staged.dir / "data.bin").write_bytes(b"1234")
+    version = store.publish_dataset("wide", stage="mystery", params={"token": "x" * 400},
+                                    items=[{"item_id": "wide", "key": staged.key, "stats": {"id": "y" * 400}}])
+    report = Path(write_report(store, version.ref).removeprefix("file://"))
+    document = report.read_text()
+    assert document.count("<table>") == document.count('<div class="table-scroll"><table>') > 0
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            page.goto(report.as_uri())
+            page_scrolls = page.evaluate(
+                "document.documentElement.scrollWidth > document.documentElement.clientWidth")
+            boxes = page.evaluate("[...document.querySelectorAll('table')].map(table => "
+                                  "table.parentElement.scrollWidth > table.parentElement.clientWidth)")
+        finally:
+            browser.close()
+    assert not page_scrolls
+    assert any(boxes)  # the tables of 400-character values scroll in their boxes
 
 
 # ---- plots --------------------------------------------------------------------------------------

@@ -1,0 +1,178 @@
+"""GAN training speed on Keras' JAX backend: steps/s, samples/s, peak device memory and compile
+time per (base_channels, batch size, precision), and the hours the report's final recipe would
+take (283 epochs x 9375 steps at batch 32, base_channels 256; target: under 24 h on one H200,
+i.e. at least 31 steps/s).
+
+Runs where TensorFlow cannot: it needs Python 3.12 (or 3.11), JAX (with CUDA for GPU figures),
+numpy, h5py, this repository's `musika_model` and Keras. It imports no Prefect, TensorFlow,
+librosa or data stage (checked at the end). Where Keras is not installed, the wheels that
+`benchmarks/fetch_gpu_wheels.sh` puts in `benchmarks/wheels/` are unpacked and used: keras,
+optree, absl-py, namex, rich, markdown-it-py, mdurl, pygments and packaging (4.6 MB together, optree built for CPython 3.12 on x86_64 Linux).
+
+    python benchmarks/gpu_train.py                      # the table above, on JAX's default device
+    python benchmarks/gpu_train.py --tiny               # seconds on a CPU: checks the script runs
+
+What limits the figure: `compile s` is the one-off XLA compilation; `input ms` the host side of a
+step (drawing a numpy batch and copying it to the device), which overlaps the previous step's
+kernels since JAX dispatches asynchronously; `step ms` the device time per step. If step ms is
+far above input ms, the kernels (compute or memory bandwidth) limit the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEELS = ROOT / "benchmarks" / "wheels"
+RECIPE_STEPS = 283 * 9375
+TARGET_STEPS_PER_SECOND = 31.0
+FORBIDDEN_MODULES = ("prefect", "tensorflow", "librosa", "tasks", "flows")
+
+
+def _use_carried_wheels() -> None:
+    """Put the carried wheels on sys.path when Keras is not installed (unpacked: optree has a
+    compiled extension, which Python cannot import from inside a zip)."""
+    try:
+        import keras  # noqa: F401
+    except ImportError:
+        wheels = sorted(WHEELS.glob("*.whl"))
+        if not wheels:
+            sys.exit(f"gpu_train: Keras is not installed and {WHEELS} holds no wheels; run "
+                     "benchmarks/fetch_gpu_wheels.sh where PyPI is reachable")
+        target = Path(tempfile.mkdtemp(prefix="musika-wheels-"))
+        for wheel in wheels:
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(target)
+        sys.path.insert(0, str(target))
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base-channels", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--policies", nargs="+", default=["float32", "mixed_bfloat16"],
+                        choices=["float32", "mixed_bfloat16", "mixed_float16"])
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=5, help="steps after compilation, not timed")
+    parser.add_argument("--tiny", action="store_true",
+                        help="base_channels 16, batch 2, small windows, 3 steps: a check that runs on a CPU")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    arguments = parser.parse_args(argv)
+    if arguments.tiny:
+        arguments.base_channels, arguments.batch_sizes, arguments.steps, arguments.warmup = [16], [2], 3, 1
+    return arguments
+
+
+def _peak_bytes(device) -> int | None:
+    stats = device.memory_stats()
+    return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def measure(base_channels: int, batch_size: int, policy: str, steps: int, warmup: int, small: bool) -> dict:
+    """One configuration: fresh networks, the compiled step's first call, then timed steps."""
+    import jax
+    import numpy as np
+
+    from musika_model.config import GanConfig
+    from musika_model.gan_training import create_gan_training
+    from musika_model.networks import build_gan
+    from musika_model.train_config import using_dtype_policy
+
+    gan = GanConfig(base_channels=base_channels, small=small)
+    with using_dtype_policy(policy):
+        networks = build_gan(gan)
+    training = create_gan_training(networks, policy=policy, seed=0)
+    rng = np.random.default_rng(0)
+
+    def batch() -> np.ndarray:
+        return rng.uniform(-1, 1, (batch_size, gan.latent_length, 128)).astype(np.float32)
+
+    started = time.perf_counter()
+    jax.block_until_ready(training.step(batch()))
+    compile_seconds = time.perf_counter() - started
+    for _ in range(warmup):
+        losses = training.step(batch())
+    jax.block_until_ready(losses)
+    input_seconds = 0.0
+    started = time.perf_counter()
+    for _ in range(steps):
+        drawn = time.perf_counter()
+        real = batch()
+        input_seconds += time.perf_counter() - drawn
+        losses = training.step(real)
+    jax.block_until_ready(losses)
+    seconds = time.perf_counter() - started
+    steps_per_second = steps / seconds
+    if not all(np.isfinite(float(value)) for value in losses.values()):
+        raise RuntimeError(f"non-finite losses at base_channels {base_channels}, batch {batch_size}, {policy}")
+    peak = _peak_bytes(jax.devices()[0])
+    return {
+        "base_channels": base_channels, "batch": batch_size, "policy": policy,
+        "steps_per_s": round(steps_per_second, 2), "samples_per_s": round(steps_per_second * batch_size, 1),
+        "step_ms": round(1000 / steps_per_second, 2), "input_ms": round(1000 * input_seconds / steps, 2),
+        "compile_s": round(compile_seconds, 1),
+        "peak_gib": None if peak is None else round(peak / 2**30, 2),
+        "recipe_hours": round(RECIPE_STEPS / steps_per_second / 3600, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = _arguments(argv)
+    os.environ["KERAS_BACKEND"] = "jax"
+    sys.path.insert(0, str(ROOT))
+    _use_carried_wheels()
+    import jax
+    import keras
+
+    device = jax.devices()[0]
+    print(f"# JAX {jax.__version__}, Keras {keras.__version__}, Python {sys.version.split()[0]}, "
+          f"{len(jax.devices())} x {device.device_kind} ({device.platform})")
+    columns = ("base_channels", "batch", "policy", "steps_per_s", "samples_per_s", "step_ms", "input_ms",
+               "compile_s", "peak_gib", "recipe_hours")
+    print(" ".join(f"{name:>13s}" for name in columns))
+    rows = []
+    for base_channels in arguments.base_channels:
+        for batch_size in arguments.batch_sizes:
+            for policy in arguments.policies:
+                row = measure(base_channels, batch_size, policy, arguments.steps, arguments.warmup, arguments.tiny)
+                rows.append(row)
+                print(" ".join(f"{row[name]!s:>13s}" for name in columns), flush=True)
+    target = [row for row in rows if (row["base_channels"], row["batch"]) == (256, 32)]
+    for row in target:
+        verdict = "meets" if row["steps_per_s"] >= TARGET_STEPS_PER_SECOND else "misses"
+        print(f"final recipe ({row['policy']}): {row['recipe_hours']} h; {verdict} the target of "
+              f"{TARGET_STEPS_PER_SECOND:g} steps/s (under 24 h)")
+    loaded = sorted({name.split(".")[0] for name in sys.modules} & set(FORBIDDEN_MODULES))
+    if arguments.json:
+        arguments.json.write_text(json.dumps({"device": str(device), "rows": rows, "forbidden_imported": loaded}))
+    if loaded:
+        print(f"gpu_train: imported {', '.join(loaded)}, which this benchmark must not need", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> dict[str, object]:
+    """The `gpu` suite of `python -m benchmarks.run`: this script in a child process (Keras fixes
+    its backend at import), the full table where JAX sees a GPU, else `--tiny`."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "rows.json"
+        probe = "import jax, sys; sys.exit(0 if jax.default_backend() == 'gpu' else 1)"
+        gpu = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False).returncode == 0
+        command = [sys.executable, str(Path(__file__)), "--json", str(report), *([] if gpu else ["--tiny"])]
+        subprocess.run(command, check=True, env={**os.environ, "KERAS_BACKEND": "jax"})
+        rows = json.loads(report.read_text())["rows"]
+    return {f"c{row['base_channels']} b{row['batch']} {row['policy']} steps/s (target >= 31 at c256 b32)":
+            row["steps_per_s"] for row in rows}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

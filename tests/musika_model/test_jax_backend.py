@@ -1,0 +1,199 @@
+"""The GAN on Keras' JAX backend against the TensorFlow one: the same step (parity), checkpoints
+that move between them both ways, mixed precision on JAX, data parallel over two devices, and
+no TensorFlow in a JAX training process.
+
+This process runs on TensorFlow; the JAX side runs `backend_scenarios` in child processes
+(Keras fixes its backend at import).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from musika_model import official
+from musika_model.checkpoints import read_checkpoint_info
+from musika_model.networks import build_gan
+from tests.musika_model import backend_scenarios as scenarios
+
+pytest.importorskip("jax")
+pytestmark = pytest.mark.slow
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_on_jax(folder: Path, name: str, spec: list, extra_env: dict[str, str] | None = None) -> dict:
+    """Run scenarios in a child process on the JAX backend; its report."""
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **(extra_env or {})}
+    done = subprocess.run([sys.executable, "-m", "tests.musika_model.backend_scenarios", str(path)],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(path.with_suffix(".out.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Starting weights (official layout), a TensorFlow run, and one child process on JAX doing
+    the parity steps, a run, a resume, a fine-tune and generation of the TensorFlow run, and runs
+    under both mixed precision policies."""
+    folder = tmp_path_factory.mktemp("backends")
+    keras.utils.set_random_seed(0)
+    nets = build_gan(scenarios.tiny_config().gan)
+    start = folder / "start"
+    start.mkdir()
+    official.save_gan_weights(start, nets.generator, nets.generator_ema, nets.critic)
+    tf_checkpoint = scenarios.train(str(folder / "tf-run"), epochs=1)
+    shutil.copytree(folder / "tf-run", folder / "tf-run-for-jax")
+    tf_copy = str(folder / "tf-run-for-jax" / Path(tf_checkpoint).relative_to(folder / "tf-run"))
+    spec = [
+        ["parity_steps", {"start": str(start), "out": str(folder / "jax-parity")}],
+        ["train", {"run_dir": str(folder / "jax-run"), "epochs": 1}],
+        ["resume", {"checkpoint": tf_copy, "epochs": 2}],
+        ["finetune", {"parent": tf_checkpoint, "run_dir": str(folder / "jax-finetune")}],
+        ["generate", {"checkpoint": tf_checkpoint}],
+        ["train", {"run_dir": str(folder / "jax-bf16"), "mixed_precision": True, "mixed_precision_dtype": "bfloat16"}],
+        ["train", {"run_dir": str(folder / "jax-fp16"), "mixed_precision": True, "mixed_precision_dtype": "float16"}],
+    ]
+    report = run_on_jax(folder, "jax", spec)
+    return {"folder": folder, "start": start, "tf_checkpoint": tf_checkpoint, "jax": report}
+
+
+def _losses_and_weights(folder: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+    with np.load(folder / "weights.npz") as weights:
+        return json.loads((folder / "losses.json").read_text()), dict(weights)
+
+
+def test_the_jax_step_computes_what_the_tensorflow_step_computes(runs):
+    """Same weights, batches, draws and noise: same losses after 1 and 3 steps, same weights.
+
+    The draws are `counter_random`'s on both backends, so the two differ only by float32
+    rounding in different kernels (oneDNN's against XLA's). Measured: the losses by at most
+    2e-6 relative, except a hinge term near its kink at step 3 (4e-3 relative of a small value);
+    bound 1e-4 relative or absolute. Weights, in units of the learning rate (lr = 1e-3 here, so
+    3 steps move weights by up to 3 lr, far beyond rounding): Adam moves each weight by about
+    lr per step in the direction of its gradient's sign, so where rounding flips a near-zero
+    gradient's sign the two runs end about 2 lr apart in that weight. After 1 step, every weight
+    within lr / 10 (measured 0.08 lr). After 3 steps, the rounding differences of step 1 have
+    changed the later gradients: measured, the median difference is 5e-4 lr, 99.9 % are within
+    0.19 lr and 12 of 1.05 million weights differ by more than lr (at most 1.45 lr). Bounds:
+    median lr / 100, 99.9 % within lr / 2, every weight within 4 lr (two flipped steps).
+    """
+    tf_folder = runs["folder"] / "tf-parity"
+    scenarios.parity_steps(str(runs["start"]), str(tf_folder))
+    tf_losses, tf_weights = _losses_and_weights(tf_folder)
+    jax_losses, jax_weights = _losses_and_weights(runs["folder"] / "jax-parity")
+    assert len(tf_losses) == len(jax_losses) == 3
+    for step, (expected, found) in enumerate(zip(tf_losses, jax_losses, strict=True), start=1):
+        assert set(found) == set(expected) and len(found) == 7
+        for key in expected:
+            assert found[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-4), (step, key)
+    assert set(tf_weights) == set(jax_weights)
+    assert_weights_agree(tf_weights, jax_weights)
+    lr = scenarios.PARITY_LEARNING_RATE
+    moved = max(float(np.abs(tf_weights[n] - tf_weights[n.replace("3/", "1/", 1)]).max())
+                for n in tf_weights if n.startswith("3/"))
+    assert moved > lr, "the weights barely moved: the comparison would say nothing"
+
+
+def assert_weights_agree(expected: dict[str, np.ndarray], found: dict[str, np.ndarray]) -> None:
+    """The bounds of `test_the_jax_step_computes_what_the_tensorflow_step_computes`, in lr."""
+    lr = scenarios.PARITY_LEARNING_RATE
+    for step in (1, 3):
+        names = [name for name in expected if name.startswith(f"{step}/")]
+        differences = np.concatenate([np.abs(expected[n] - found[n]).ravel() for n in names])
+        median, most = np.quantile(differences, [0.5, 0.999])
+        if step == 1:
+            assert differences.max() <= lr / 10, differences.max()
+        else:
+            assert median <= lr / 100 and most <= lr / 2 and differences.max() <= 4 * lr, (median, most)
+
+
+def test_a_jax_run_resumes_finetunes_and_generates_on_tensorflow(runs, tmp_path):
+    jax_checkpoint = runs["jax"]["results"][1]
+    assert read_checkpoint_info(jax_checkpoint).step == 2
+    run_copy = tmp_path / "jax-run"
+    shutil.copytree(Path(jax_checkpoint).parents[1], run_copy)
+    resumed = scenarios.resume(str(run_copy / "checkpoints" / Path(jax_checkpoint).name), epochs=2)
+    assert (resumed["step"], resumed["iterations"], resumed["final_step"]) == (2, 2, 4)
+    assert -1.0 <= resumed["switch"] <= 0.0
+    tuned = scenarios.finetune(jax_checkpoint, str(tmp_path / "finetune"))
+    assert tuned["step"] == 2 and tuned["parent"] == jax_checkpoint
+    shape, finite, spread = scenarios.generate(jax_checkpoint)
+    assert shape[0] == 2 and shape[2] == 128 and finite and spread > 0
+
+
+def test_a_tensorflow_run_resumes_finetunes_and_generates_on_jax(runs):
+    _, _, resumed, tuned, generated, *_ = runs["jax"]["results"]
+    assert runs["jax"]["backend"] == "jax"
+    assert (resumed["step"], resumed["iterations"], resumed["final_step"]) == (2, 2, 4)
+    assert read_checkpoint_info(resumed["checkpoint"]).step == 4
+    assert tuned["step"] == 2 and tuned["parent"] == runs["tf_checkpoint"]
+    shape, finite, spread = generated
+    assert shape[0] == 2 and shape[2] == 128 and finite and spread > 0
+    # the same generator and seed give the same latents on TensorFlow, to rounding
+    assert scenarios.generate(runs["tf_checkpoint"])[2] == pytest.approx(spread, rel=1e-3)
+
+
+@pytest.mark.parametrize("index, dtype", [(5, "bfloat16"), (6, "float16")])
+def test_mixed_precision_trains_on_jax_and_saves_float32_weights(runs, index, dtype):
+    checkpoint = Path(runs["jax"]["results"][index])
+    info = read_checkpoint_info(checkpoint)
+    assert info.step == 2 and info.training.config.mixed_precision_dtype == dtype
+    losses = info.training.history[-1]
+    assert all(np.isfinite(losses[key]) for key in ("critic_real", "critic_fake", "generator", "r1_penalty"))
+    dtypes = set()
+    for role in ("generator", "generator_ema", "critic"):
+        with h5py.File(checkpoint / official.GAN_FILE_NAMES[role]) as file:
+            file.visititems(lambda _, item: dtypes.add(str(item.dtype)) if isinstance(item, h5py.Dataset) else None)
+    assert dtypes == {"float32"}
+
+
+def test_jax_training_imports_no_tensorflow(runs):
+    assert runs["jax"]["tensorflow_imported"] is False
+
+
+def test_two_devices_give_the_losses_of_one_at_the_same_global_batch(runs):
+    """Data parallel over 2 virtual CPU devices against 1, global batch 4: the same losses within
+    float rounding (the batch means become a cross-device sum of two halves: measured, the
+    losses differ by about 1e-6), and the device checks refuse 3 devices and a batch of 3."""
+    folder = runs["folder"]
+    report = run_on_jax(folder, "devices", [
+        ["parity_steps", {"start": str(runs["start"]), "out": str(folder / "one-device"), "devices": 1}],
+        ["parity_steps", {"start": str(runs["start"]), "out": str(folder / "two-devices"), "devices": 2}],
+        ["device_errors", {}],
+    ], extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    one, one_weights = _losses_and_weights(folder / "one-device")
+    two, two_weights = _losses_and_weights(folder / "two-devices")
+    for step, (expected, found) in enumerate(zip(one, two, strict=True), start=1):
+        for key in expected:
+            assert found[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-4), (step, key)
+    assert_weights_agree(one_weights, two_weights)
+    too_many, uneven = report["results"][2]
+    assert "--devices 3: JAX sees 2 CPU device(s)" in too_many
+    assert "batch size 3 does not split evenly over 2 devices" in uneven
+
+
+def test_the_gpu_benchmark_runs_on_the_jax_cpu_backend_without_the_data_half(tmp_path):
+    report = tmp_path / "rows.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_train.py", "--tiny", "--policies", "float32", "--json", str(report)],
+        cwd=PROJECT_ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["forbidden_imported"] == []
+    (row,) = result["rows"]
+    assert (row["base_channels"], row["batch"], row["policy"]) == (16, 2, "float32")
+    assert row["steps_per_s"] > 0 and row["compile_s"] > 0
+    assert row["recipe_hours"] == pytest.approx(283 * 9375 / row["steps_per_s"] / 3600, rel=0.01)
+    assert "steps_per_s" in done.stdout and "cpu" in done.stdout
