@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from contextlib import redirect_stderr
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,3 +345,25 @@ def test_cli_train_and_generate_print_where_things_are(latents_store, pretrained
     with redirect_stderr(err):
         assert main(["--store", root, "train", "pretrain", "a-latents", "--name", "y", "--lr-phases", "1@x"]) == 2
     assert "'1@x' is not EPOCHS@LR" in err.getvalue()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax (pip install -e '.[jax]')")
+def test_cli_trains_on_the_jax_backend_and_tensorflow_generates_from_the_model(latents_store, tmp_path):
+    """`--backend jax` in a fresh process (Keras fixes its backend at import): the model is
+    published like any other, without audio samples (decoding needs TensorFlow), and this
+    TensorFlow process generates from it."""
+    env = {**os.environ, "MUSIKA_PIANO_RUNS": str(tmp_path / "runs")}
+    env.pop("KERAS_BACKEND", None)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "musika-piano"), "--store", latents_store.root, "train", "pretrain",
+         "a-latents", "--name", "gan-jax", "--preset", "tiny", "--backend", "jax", "--json"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["ref"] == "gan-jax@1" and result["trained"]
+    checkpoint = Path(result["checkpoint"])
+    assert list((checkpoint / "samples").glob("*.npy")) and not list((checkpoint / "samples").glob("*.wav"))
+    run = RunSettings(store=latents_store.root)
+    generated = generate_samples(model="gan-jax", seconds=1.0, count=1, run=run)
+    assert generated["created"]
