@@ -4,6 +4,12 @@ Prefect starts; the device choice."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import flows.train
@@ -113,3 +119,32 @@ def test_device_gpu_is_refused_without_one(monkeypatch, tmp_path):
         select_device("gpu")
     with pytest.raises(ValueError, match="auto, gpu, cpu"):
         select_device("tpu")
+
+
+def test_backend_and_devices_parse_and_bad_ones_are_one_line_before_prefect():
+    assert _settings("train", "pretrain", "x", "--name", "g", "--backend", "jax", "--devices", "2") == GanTrainingParams(
+        backend="jax", devices=2)
+    assert _settings("train", "pretrain", "x", "--name", "g").devices == "all"
+    code, _, err = run_cli("train", "pretrain", "x", "--name", "g", "--preset", "tiny", "--backend", "torch")
+    assert code == 2 and "--backend" in err and "'tensorflow' or 'jax'" in err
+    code, _, err = run_cli("train", "pretrain", "x", "--name", "g", "--preset", "tiny", "--devices", "2")
+    assert code == 2 and "--devices 2: data parallel training needs the JAX backend" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax")
+@pytest.mark.parametrize("flags, message", [
+    (("--devices", "3"), "--devices 3: JAX sees 1 CPU device(s) here"),
+    (("--device", "gpu"), "--device gpu: JAX has no GPU backend here"),
+    (("--devices", "2", "--batch-size", "3"), "batch size 3 does not split evenly over 2 devices"),
+])
+def test_jax_device_requests_that_cannot_be_met_are_one_line_before_any_network(flags, message, tmp_path):
+    """In a fresh process, since Keras fixes its backend at import (this one runs TensorFlow)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("KERAS_BACKEND", "XLA_FLAGS")}
+    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2" if "2" in flags else "")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "musika-piano"), "--store", str(tmp_path / "store"), "train", "pretrain",
+         "x", "--name", "g", "--preset", "tiny", "--backend", "jax", *flags],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1
