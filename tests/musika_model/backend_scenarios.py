@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,24 @@ def resume(checkpoint: str, epochs: int) -> dict:
     return {**resumed, "final_step": result.step, "checkpoint": str(result.last_checkpoint)}
 
 
+def diverge(run_dir: str) -> dict:
+    """A run whose lr makes the weights non-finite at once, with one rollback allowed: what the
+    guard recorded and the state it left (the last healthy one)."""
+    from musika_model.training import Trainer, TrainingDiverged
+
+    config = tiny_config(2, max_rollbacks=1, log_every=1)
+    trainer = Trainer(replace(config, lr_phases=((2, 1e30),)), latent_sources(), run_dir)
+    try:
+        trainer.train()
+    except TrainingDiverged as error:
+        message = str(error)
+    else:
+        raise AssertionError("an lr of 1e30 did not diverge")
+    return {"events": [(event.kind, event.restored_step) for event in trainer.state.events],
+            "lr_scale": trainer.state.lr_scale, "step": trainer.step, "finite": trainer.training.weights_finite(),
+            "message": message}
+
+
 def finetune(parent: str, run_dir: str) -> dict:
     from musika_model.training import Trainer
 
@@ -123,7 +142,7 @@ def device_errors() -> list[str]:
     return messages
 
 
-SCENARIOS = {"parity_steps": parity_steps, "device_errors": device_errors, "train": train, "resume": resume, "finetune": finetune,
+SCENARIOS = {"parity_steps": parity_steps, "device_errors": device_errors, "diverge": diverge, "train": train, "resume": resume, "finetune": finetune,
              "generate": generate}
 
 

@@ -63,6 +63,7 @@ def runs(tmp_path_factory) -> dict:
         ["generate", {"checkpoint": tf_checkpoint}],
         ["train", {"run_dir": str(folder / "jax-bf16"), "mixed_precision": True, "mixed_precision_dtype": "bfloat16"}],
         ["train", {"run_dir": str(folder / "jax-fp16"), "mixed_precision": True, "mixed_precision_dtype": "float16"}],
+        ["diverge", {"run_dir": str(folder / "jax-diverge")}],
     ]
     report = run_on_jax(folder, "jax", spec)
     return {"folder": folder, "start": start, "tf_checkpoint": tf_checkpoint, "jax": report}
@@ -156,6 +157,14 @@ def test_mixed_precision_trains_on_jax_and_saves_float32_weights(runs, index, dt
         with h5py.File(checkpoint / official.GAN_FILE_NAMES[role]) as file:
             file.visititems(lambda _, item: dtypes.add(str(item.dtype)) if isinstance(item, h5py.Dataset) else None)
     assert dtypes == {"float32"}
+
+
+def test_the_divergence_guard_rolls_back_on_jax(runs):
+    """The rollback restores the snapshot into the step's state (sync, assign, reload)."""
+    diverged = runs["jax"]["results"][7]
+    assert diverged["events"] == [["divergence", 0], ["divergence", 0]]
+    assert diverged["lr_scale"] == 0.5 and diverged["step"] == 0 and diverged["finite"] is True
+    assert "after 1 rollback(s), the limit" in diverged["message"]
 
 
 def test_jax_training_imports_no_tensorflow(runs):
