@@ -17,15 +17,15 @@ TF_ENABLE_ONEDNN_OPTS stays as it is: it changes the numerics, not only the log.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
+
+from flows.cli.import_hooks import around_first_import
 
 LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_LOG_LEVEL = "3"
@@ -41,30 +41,12 @@ def hide_tensorflow_logs() -> None:
     """Keep TensorFlow's own log lines out of this process's output and its children's (the
     environment variable is inherited). Call before TensorFlow is imported."""
     os.environ[LOG_LEVEL_ENV] = QUIET_LOG_LEVEL
-    if "tensorflow" not in sys.modules and not any(isinstance(finder, _QuietLoading) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _QuietLoading())
+    around_first_import("tensorflow", _load_quietly)
 
 
-class _QuietLoading(importlib.abc.MetaPathFinder):
-    """Lets the standard path finder find `tensorflow` and runs its module with the loading log
-    lines dropped; then leaves sys.meta_path."""
-
-    def find_spec(self, fullname: str, path: Sequence[str] | None,
-                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "tensorflow":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        sys.meta_path.remove(self)
-        run_module = spec.loader.exec_module
-
-        def run_quietly(module: ModuleType) -> None:
-            with loading_log_lines_dropped():
-                run_module(module)
-
-        spec.loader.exec_module = run_quietly  # type: ignore[method-assign]
-        return spec
+def _load_quietly(module: ModuleType, run: Callable[[ModuleType], None]) -> None:
+    with loading_log_lines_dropped():
+        run(module)
 
 
 @contextmanager

@@ -22,17 +22,17 @@ so it is not imported here: the instance is registered when Prefect imports that
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
+
+from flows.cli.import_hooks import around_first_import
 
 SERVER_MODULE = "prefect.server.api.server"
 PARENT_ENV = "MUSIKA_PIANO_SERVER_PARENT"
@@ -51,30 +51,13 @@ def die_with_this_process() -> None:
     module = sys.modules.get(SERVER_MODULE)
     if module is not None:
         _register(module)
-    elif not any(isinstance(finder, _RegisterOnImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterOnImport())
+    else:
+        around_first_import(SERVER_MODULE, _run_and_register)
 
 
-class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    """Lets the standard path finder find Prefect's server module and, once the module has run,
-    registers the default server; then leaves sys.meta_path."""
-
-    def find_spec(self, fullname: str, path: Sequence[str] | None,
-                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname != SERVER_MODULE:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        sys.meta_path.remove(self)
-        run_module = spec.loader.exec_module
-
-        def run_and_register(module: ModuleType) -> None:
-            run_module(module)
-            _register(module)
-
-        spec.loader.exec_module = run_and_register  # type: ignore[method-assign]
-        return spec
+def _run_and_register(module: ModuleType, run: Callable[[ModuleType], None]) -> None:
+    run(module)
+    _register(module)
 
 
 def _register(module: ModuleType) -> None:
