@@ -174,7 +174,8 @@ def test_jax_training_imports_no_tensorflow(runs):
 def test_two_devices_give_the_losses_of_one_at_the_same_global_batch(runs):
     """Data parallel over 2 virtual CPU devices against 1, global batch 4: the same losses within
     float rounding (the batch means become a cross-device sum of two halves: measured, the
-    losses differ by about 1e-6), and the device checks refuse 3 devices and a batch of 3."""
+    losses differ by at most 9e-7 relative and the weights by 0.012 lr after 3 steps; held to the
+    TensorFlow/JAX bounds), and the device checks refuse 3 devices and a batch of 3."""
     folder = runs["folder"]
     report = run_on_jax(folder, "devices", [
         ["parity_steps", {"start": str(runs["start"]), "out": str(folder / "one-device"), "devices": 1}],
