@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from prefect import flow
@@ -30,7 +31,11 @@ from tasks.store import ArtifactStore
 from tasks.store.layout import report_rel, version_rel
 from tasks.store.links import ENV_PUBLIC_URL
 from tasks.store.serve import StoreServer
+from tests.e2e.prefect_helpers import api, free_port, stop, wait_for_health
 from tests.helpers import piano_like, run_cli
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,6 +45,17 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 MARKDOWN_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+PLAY_AUDIO = """async audio => {
+    audio.muted = true;
+    await audio.play();
+    const started = performance.now();
+    while (audio.currentTime < 0.3 && !audio.error && performance.now() - started < 10000) {
+        await new Promise(resolve => setTimeout(resolve, 50));
+    }
+    return {time: audio.currentTime, ready: audio.readyState, error: audio.error && audio.error.code,
+            duration: audio.duration};
+}"""
+"""Play an <audio> (muted, as autoplay allows) until 0.3 s have played, an error or 10 s: what it reached."""
 
 
 @flow
@@ -192,16 +208,7 @@ def test_the_report_link_of_the_artifact_opens_in_a_browser_and_its_audio_plays(
             assert ref in page.title()
             players = page.locator("audio")
             assert players.count() == 2
-            played = players.first.evaluate("""async audio => {
-                audio.muted = true;
-                await audio.play();
-                const started = performance.now();
-                while (audio.currentTime < 0.3 && !audio.error && performance.now() - started < 10000) {
-                    await new Promise(resolve => setTimeout(resolve, 50));
-                }
-                return {time: audio.currentTime, ready: audio.readyState, error: audio.error && audio.error.code,
-                        duration: audio.duration};
-            }""")
+            played = players.first.evaluate(PLAY_AUDIO)
         finally:
             browser.close()
     assert played["error"] is None and played["ready"] >= 2
@@ -209,3 +216,112 @@ def test_the_report_link_of_the_artifact_opens_in_a_browser_and_its_audio_plays(
     audio_answers = [status for address, status in answers if address.endswith("/audio.wav")]
     assert audio_answers and set(audio_answers) <= {200, 206} and 206 in audio_answers
     assert all(address.startswith(url) for address, _ in answers)  # nothing from anywhere else
+
+
+PUBLISH_IN_A_PROCESS = ("import sys; from pathlib import Path; from tests.flows.test_serve import publish; "
+                        "print(publish(Path(sys.argv[1]))[1])")
+"""`publish` into the store at argv[1], against the Prefect API of the environment: prints the ref."""
+
+
+@pytest.fixture()
+def prefect_server_with_ui(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real `prefect server start` with its UI (v2, the default at /, and v1) on a free port, with
+    a home, database and UI copy of its own: (its URL, the environment of a process that uses it)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
+    environment.pop(ENV_PUBLIC_URL, None)
+    environment.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_STATIC_DIRECTORY=str(tmp_path / "prefect-ui"),  # not the copy in site-packages
+        # `--port` alone leaves the UI calling the API at the default port, 4200
+        PREFECT_UI_API_URL=f"{url}/api",
+    )
+    log = tmp_path / "prefect-server.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+             "--port", url.rsplit(":", 1)[1]],
+            cwd=tmp_path, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        try:
+            wait_for_health(f"{url}/api", process, timeout=90)
+        except (RuntimeError, TimeoutError) as error:
+            raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
+        yield url, {**environment, "PREFECT_API_URL": f"{url}/api"}
+    finally:
+        stop(process)
+
+
+def open_in_the_same_tab_or_a_new_one(link: Locator) -> Page:
+    """Click `link` (a playwright Locator) as a user does and return the page it opened: a new
+    one for target=_blank (Prefect's v1 UI), else the same (v2)."""
+    page = link.page
+    if link.get_attribute("target") == "_blank":
+        with page.context.expect_page() as opened:
+            link.click()
+        return opened.value
+    link.click()
+    return page
+
+
+@pytest.mark.slow  # ~30 s: `prefect server start`, a flow run in a process of its own, `serve`, Chromium
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
+                    "(scripts/setup.sh --tests installs it)")
+def test_from_the_prefect_ui_the_report_artifact_opens_and_its_audio_plays(prefect_server_with_ui, serve_process):
+    from playwright.sync_api import sync_playwright
+
+    server, environment = prefect_server_with_ui
+    root, url = serve_process
+    published = subprocess.run(
+        [sys.executable, "-c", PUBLISH_IN_A_PROCESS, str(root)],
+        cwd=PROJECT_ROOT, env={**environment, ENV_PUBLIC_URL: url}, capture_output=True, text=True, timeout=180,
+        check=False,
+    )
+    assert published.returncode == 0, published.stderr[-3000:]
+    ref = published.stdout.strip().splitlines()[-1]
+    name, version = ref.split("@")[0], int(ref.split("@")[1])
+    report_url = f"{url}/{report_rel(name, version)}"
+    [artifact] = api(f"{server}/api", "POST", "/artifacts/filter",
+                     {"artifacts": {"key": {"any_": [report_artifact_key(name)]}}})
+    run = api(f"{server}/api", "GET", f"/flow_runs/{artifact['flow_run_id']}")
+    assert (run["state_type"], artifact["type"]) == ("COMPLETED", "markdown"), (run, artifact)
+
+    uis = {"v2": f"{server}/v2/artifacts/artifact/{artifact['id']}",  # the UI / opens
+           "v1": f"{server}/artifacts/artifact/{artifact['id']}"}  # the run's "View at" links
+    seen: dict[str, dict] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            for ui, artifact_page in uis.items():
+                context = browser.new_context()  # its own cache: the report answers 200 each time
+                # offline: the v2 UI asks amplitude.com for a config whatever the analytics setting
+                context.route(lambda address: address.startswith("http")
+                              and not address.startswith((f"{server}/", f"{url}/")), lambda route: route.abort())
+                answers: list[tuple[str, int]] = []
+                context.on("response", lambda response, answers=answers: answers.append((response.url, response.status)))
+                page = context.new_page()
+                page.goto(artifact_page, wait_until="load")
+                link = page.get_by_role("link", name=f"report of {ref}", exact=True)
+                link.wait_for(timeout=30_000)
+                assert link.count() == 1 and link.get_attribute("href") == report_url, ui
+                report = open_in_the_same_tab_or_a_new_one(link)
+                report.wait_for_url(report_url, wait_until="load", timeout=30_000)
+                assert ref in report.title(), (ui, report.title())
+                players = report.locator("audio")
+                seen[ui] = {"players": players.count(), "played": players.first.evaluate(PLAY_AUDIO),
+                            "fetched": report.evaluate("performance.getEntriesByType('resource').map(e => e.name)"),
+                            "tabs": len(context.pages), "audio": [status for address, status in answers
+                                                                  if address.startswith(url) and address.endswith("/audio.wav")],
+                            "report": [status for address, status in answers if address == report_url]}
+                context.close()
+        finally:
+            browser.close()
+    for ui, found in seen.items():
+        played = found["played"]
+        assert found["players"] == 2 and found["report"] == [200], (ui, found)
+        assert played["error"] is None and played["ready"] >= 2 and played["time"] >= 0.3, (ui, played)
+        assert abs(played["duration"] - 2.0) < 0.05, (ui, played)
+        assert found["audio"] and set(found["audio"]) <= {200, 206} and 206 in found["audio"], (ui, found)
+        assert all(address.startswith(url) for address in found["fetched"]), (ui, found)  # the report: serve only
+    assert seen["v1"]["tabs"] == 2 and seen["v2"]["tabs"] == 1, seen  # v1 opens a tab, v2 follows in its own
