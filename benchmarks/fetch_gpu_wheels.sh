@@ -9,5 +9,5 @@ PLATFORM=${PLATFORM:-manylinux2014_x86_64}
 rm -rf wheels && mkdir wheels
 ../.venv/bin/python -m pip download --quiet --no-deps --only-binary=:all: \
     --python-version "$PYTHON_VERSION" --platform "$PLATFORM" --dest wheels \
-    keras==3.15.1 'optree>=0.13' absl-py namex rich markdown-it-py mdurl pygments packaging
+    keras==3.15.1 'optree>=0.13' typing-extensions absl-py namex rich markdown-it-py mdurl pygments packaging
 du -sh wheels && ls wheels

@@ -7,22 +7,28 @@ Runs where TensorFlow cannot: it needs Python 3.12 (or 3.11), JAX (with CUDA for
 numpy, h5py, this repository's `musika_model` and Keras. It imports no Prefect, TensorFlow,
 librosa or data stage (checked at the end). Where Keras is not installed, the wheels that
 `benchmarks/fetch_gpu_wheels.sh` puts in `benchmarks/wheels/` are unpacked and used: keras,
-optree, absl-py, namex, rich, markdown-it-py, mdurl, pygments and packaging (4.6 MB together, optree built for CPython 3.12 on x86_64 Linux).
+optree, typing-extensions, absl-py, namex, rich, markdown-it-py, mdurl, pygments and packaging
+(4.7 MB together, optree built for CPython 3.12 on x86_64 Linux).
 
     python benchmarks/gpu_train.py                      # the table above, on JAX's default device
     python benchmarks/gpu_train.py --tiny               # seconds on a CPU: checks the script runs
 
-What limits the figure: `compile s` is the one-off XLA compilation; `input ms` the host side of a
-step (drawing a numpy batch and copying it to the device), which overlaps the previous step's
-kernels since JAX dispatches asynchronously; `step ms` the device time per step. If step ms is
-far above input ms, the kernels (compute or memory bandwidth) limit the speed.
+What limits the figure: `compile s` is the one-off XLA compilation; `input ms` the host time to
+draw a step's numpy batch (its copy to the device is part of the step), which overlaps the
+previous step's kernels since JAX dispatches asynchronously; `step ms` the wall time per step. If
+step ms is far above input ms, the kernels (compute or memory bandwidth) limit the speed.
+
+Each row runs in a process of its own, so `peak GiB` is that row's and a row that fails (out of
+device memory, say) is shown as failed while the others still run; the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -38,7 +44,8 @@ FORBIDDEN_MODULES = ("prefect", "tensorflow", "librosa", "tasks", "flows")
 
 def _use_carried_wheels() -> None:
     """Put the carried wheels on sys.path when Keras is not installed (unpacked: optree has a
-    compiled extension, which Python cannot import from inside a zip)."""
+    compiled extension, which Python cannot import from inside a zip), and on PYTHONPATH for the
+    per-row child processes; the unpacked copy is removed at exit."""
     try:
         import keras  # noqa: F401
     except ImportError:
@@ -47,10 +54,12 @@ def _use_carried_wheels() -> None:
             sys.exit(f"gpu_train: Keras is not installed and {WHEELS} holds no wheels; run "
                      "benchmarks/fetch_gpu_wheels.sh where PyPI is reachable")
         target = Path(tempfile.mkdtemp(prefix="musika-wheels-"))
+        atexit.register(shutil.rmtree, target, ignore_errors=True)
         for wheel in wheels:
             with zipfile.ZipFile(wheel) as archive:
                 archive.extractall(target)
         sys.path.insert(0, str(target))
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +72,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="steps after compilation, not timed")
     parser.add_argument("--tiny", action="store_true",
                         help="base_channels 16, batch 2, small windows, 3 steps: a check that runs on a CPU")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--json", type=Path, help="also write the rows here, after each row")
+    parser.add_argument("--configuration", nargs=3, metavar=("BASE_CHANNELS", "BATCH", "POLICY"),
+                        help=argparse.SUPPRESS)  # one row, in the child process main() starts per row
     arguments = parser.parse_args(argv)
     if arguments.tiny:
         arguments.base_channels, arguments.batch_sizes, arguments.steps, arguments.warmup = [16], [2], 3, 1
@@ -123,39 +134,76 @@ def measure(base_channels: int, batch_size: int, policy: str, steps: int, warmup
     }
 
 
+COLUMNS = ("base_channels", "batch", "policy", "steps_per_s", "samples_per_s", "step_ms", "input_ms",
+           "compile_s", "peak_gib", "recipe_hours")
+
+
+def _measure_here(arguments: argparse.Namespace) -> int:
+    """`--configuration`: one row in this process, printed as JSON with the forbidden modules it
+    loaded on the last line of stdout."""
+    base_channels, batch_size, policy = arguments.configuration
+    row = measure(int(base_channels), int(batch_size), policy, arguments.steps, arguments.warmup, arguments.tiny)
+    loaded = sorted({name.split(".")[0] for name in sys.modules} & set(FORBIDDEN_MODULES))
+    print(json.dumps({"row": row, "forbidden_imported": loaded}))
+    return 0
+
+
+def _measure_in_a_child(arguments: argparse.Namespace, base_channels: int, batch_size: int, policy: str) -> dict:
+    """One configuration in a process of its own: the device's peak memory is that row's alone, and
+    a configuration that fails (out of memory) leaves the others standing."""
+    import subprocess
+
+    command = [sys.executable, str(Path(__file__).resolve()), "--configuration", str(base_channels),
+               str(batch_size), policy, "--steps", str(arguments.steps), "--warmup", str(arguments.warmup),
+               *(["--tiny"] if arguments.tiny else [])]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        cause = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return {"row": {"base_channels": base_channels, "batch": batch_size, "policy": policy,
+                        "failed": cause[:300]}, "forbidden_imported": []}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     arguments = _arguments(argv)
     os.environ["KERAS_BACKEND"] = "jax"
     sys.path.insert(0, str(ROOT))
     _use_carried_wheels()
+    if arguments.configuration:
+        return _measure_here(arguments)
     import jax
     import keras
 
     device = jax.devices()[0]
     print(f"# JAX {jax.__version__}, Keras {keras.__version__}, Python {sys.version.split()[0]}, "
-          f"{len(jax.devices())} x {device.device_kind} ({device.platform})")
-    columns = ("base_channels", "batch", "policy", "steps_per_s", "samples_per_s", "step_ms", "input_ms",
-               "compile_s", "peak_gib", "recipe_hours")
-    print(" ".join(f"{name:>13s}" for name in columns))
-    rows = []
+          f"{len(jax.devices())} x {device.device_kind} ({device.platform}); one process per row")
+    print(" ".join(f"{name:>13s}" for name in COLUMNS))
+    rows, loaded = [], set()
     for base_channels in arguments.base_channels:
         for batch_size in arguments.batch_sizes:
             for policy in arguments.policies:
-                row = measure(base_channels, batch_size, policy, arguments.steps, arguments.warmup, arguments.tiny)
+                measured = _measure_in_a_child(arguments, base_channels, batch_size, policy)
+                row = measured["row"]
                 rows.append(row)
-                print(" ".join(f"{row[name]!s:>13s}" for name in columns), flush=True)
-    target = [row for row in rows if (row["base_channels"], row["batch"]) == (256, 32)]
+                loaded.update(measured["forbidden_imported"])
+                shown = [row[name] for name in COLUMNS[:3]] + (
+                    [f"failed: {row['failed']}"] if "failed" in row else [row[name] for name in COLUMNS[3:]])
+                print(" ".join(f"{value!s:>13s}" for value in shown), flush=True)
+                if arguments.json:  # row by row, so a run cut off by a time limit keeps what it measured
+                    arguments.json.write_text(json.dumps(
+                        {"device": str(device), "rows": rows, "forbidden_imported": sorted(loaded)}))
+    target = [row for row in rows if (row["base_channels"], row["batch"]) == (256, 32) and "failed" not in row]
     for row in target:
         verdict = "meets" if row["steps_per_s"] >= TARGET_STEPS_PER_SECOND else "misses"
         print(f"final recipe ({row['policy']}): {row['recipe_hours']} h; {verdict} the target of "
               f"{TARGET_STEPS_PER_SECOND:g} steps/s (under 24 h)")
-    loaded = sorted({name.split(".")[0] for name in sys.modules} & set(FORBIDDEN_MODULES))
+    loaded.update({name.split(".")[0] for name in sys.modules} & set(FORBIDDEN_MODULES))
     if arguments.json:
-        arguments.json.write_text(json.dumps({"device": str(device), "rows": rows, "forbidden_imported": loaded}))
+        arguments.json.write_text(json.dumps({"device": str(device), "rows": rows, "forbidden_imported": sorted(loaded)}))
     if loaded:
-        print(f"gpu_train: imported {', '.join(loaded)}, which this benchmark must not need", file=sys.stderr)
+        print(f"gpu_train: imported {', '.join(sorted(loaded))}, which this benchmark must not need", file=sys.stderr)
         return 1
-    return 0
+    return 1 if any("failed" in row for row in rows) else 0
 
 
 def run() -> dict[str, object]:
