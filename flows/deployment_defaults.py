@@ -13,7 +13,7 @@ the deployment itself.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -30,9 +30,10 @@ def deployment_parameters() -> dict[str, Any]:
     return _parameters_of(deployment_id, flow_run.id) if deployment_id else {}
 
 
-@cache
+@lru_cache(maxsize=32)
 def _parameters_of(deployment_id: str, flow_run_id: str | None) -> dict[str, Any]:
-    """Read once per flow run: a flow asks for several of its parameters."""
+    """Read once per flow run: a flow asks for several of its parameters. Bounded, since a
+    long-lived process (`flow.serve`) runs flow after flow."""
     with get_client(sync_client=True) as client:
         return dict(client.read_deployment(UUID(deployment_id)).parameters or {})
 

@@ -11,43 +11,21 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
 from flows.deployment_defaults import over_deployment_default
-from musika_model.backends import use_backend
-from musika_model.devices import select_device, training_devices
-from tasks.pipeline.models import StoredModel, resolve_model
 from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import code_version
 from tasks.store import ArtifactStore
 from tasks.train import gan as training
+from tasks.train.config import TrainingInputError, checked_config, parent_networks
 from tasks.train.params import GanTrainingParams
-
-if TYPE_CHECKING:
-    from musika_model.config import GanConfig
-    from musika_model.train_config import TrainConfig
 
 DEFAULT_RUN = RunSettings()
 PRETRAIN_DEFAULTS = GanTrainingParams(preset="piano_pretrain")
 FINETUNE_DEFAULTS = GanTrainingParams(preset="finetune_recordings")
-
-
-def checked_config(settings: GanTrainingParams, parent_gan: GanConfig | None = None) -> TrainConfig:
-    """The run's TrainConfig, once `settings.backend` and `settings.device` are applied, the
-    devices checked against the batch size, and a preset meant for a GPU refused when there is
-    none (unless `settings.allow_cpu`). Runs before any network is built (and so before Keras is
-    imported, which fixes the backend); the CLI calls it before Prefect starts, too. Backend,
-    devices and allow_cpu stay out of the config (and so out of the run key): they say where a
-    run goes, not what it computes, and checkpoints move between backends."""
-    config = training.train_config(settings.preset, settings.config_overrides(), parent_gan)
-    use_backend(settings.backend)
-    select_device(settings.device)
-    training_devices(settings.device, settings.devices, config.batch_size)
-    training.refuse_cpu_training(settings.preset, config, settings.allow_cpu)
-    return config
 
 
 def dataset_refs(datasets: list[str] | str) -> list[str]:
@@ -55,17 +33,8 @@ def dataset_refs(datasets: list[str] | str) -> list[str]:
     passes) as a list of one; no ref at all is refused before anything is opened or built."""
     refs = [datasets] if isinstance(datasets, str) else list(datasets)
     if not refs:
-        raise training.TrainingInputError("no datasets given: name at least one latents dataset (NAME[@V][:WEIGHT])")
+        raise TrainingInputError("no datasets given: name at least one latents dataset (NAME[@V][:WEIGHT])")
     return refs
-
-
-def parent_networks(store: ArtifactStore, parent: str) -> tuple[StoredModel, GanConfig]:
-    """The model `parent` (NAME or NAME@V) and the networks of its GAN checkpoint."""
-    from musika_model.checkpoints import read_checkpoint_info
-
-    model = resolve_model(store, parent)
-    _, parent_dir = model.require_gan()
-    return model, read_checkpoint_info(parent_dir, verify_hashes=False).gan
 
 
 def _train(store: ArtifactStore, plan: training.TrainingPlan, settings: GanTrainingParams) -> dict:

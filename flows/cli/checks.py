@@ -10,11 +10,15 @@ numpy) come back as `InputCheckFailed` with the same message.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
 
 from tasks.pipeline.models import resolve_model
 from tasks.pipeline.sources import source_files
 from tasks.store import ArtifactStore
 from tasks.store.canonical import validate_dataset_name
+
+if TYPE_CHECKING:
+    from tasks.train.params import GanTrainingParams
 
 
 class InputCheckFailed(ValueError):
@@ -67,4 +71,19 @@ def youtube_sources(sources: list[str]) -> None:
     try:
         expand_sources(sources)
     except InvalidSource as error:
+        raise InputCheckFailed(str(error)) from None
+
+
+def training_settings(settings: GanTrainingParams, store: str | None = None, parent: str | None = None) -> None:
+    """A training run's settings as its flow checks them (`checked_config`: the preset and its
+    overrides, the backend, the devices, a GPU preset without a GPU), against the networks of
+    the fine-tune `parent` when one is given."""
+    from musika_model.backends import BackendError
+    from musika_model.devices import DeviceUnavailableError
+    from tasks.train.config import TrainingInputError, checked_config, parent_networks
+
+    try:
+        parent_gan = parent_networks(ArtifactStore.open(store), parent)[1] if parent else None
+        checked_config(settings, parent_gan)
+    except (TrainingInputError, BackendError, DeviceUnavailableError) as error:
         raise InputCheckFailed(str(error)) from None

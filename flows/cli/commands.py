@@ -402,11 +402,10 @@ def train_pretrain(datasets: list[str], /, *, name: str, settings: Pretrain = DE
         Model name.
     """
     checks.names(name)
-    from flows.train import checked_config, pretrain
-
     chosen = params(settings)
-    checked_config(chosen)  # refuse a GPU preset without a GPU before Prefect starts
+    checks.training_settings(chosen)  # a GPU preset without a GPU is refused first
     checks.datasets(store, [checks.weighted_ref(ref) for ref in datasets])
+    from flows.train import pretrain
     result = pretrain(datasets=datasets, name=name, settings=chosen, run=RunSettings(store=store))
     emit(as_json, result, _human_training)
     return 0
@@ -435,10 +434,9 @@ def train_finetune(parent: str, datasets: list[str], /, *, name: str | None = No
     checks.names(name)
     checks.models(store, [parent])
     checks.datasets(store, [checks.weighted_ref(ref) for ref in datasets])
-    from flows.train import checked_config, finetune, parent_networks
-
     chosen = params(settings)
-    checked_config(chosen, parent_networks(ArtifactStore.open(store), parent)[1])  # before Prefect starts
+    checks.training_settings(chosen, store, parent)
+    from flows.train import finetune
     result = finetune(parent=parent, datasets=datasets, name=name, replay=replay, settings=chosen,
                       run=RunSettings(store=store))
     emit(as_json, result, _human_training)

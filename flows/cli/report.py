@@ -33,10 +33,11 @@ def report_command(ref: str, /, *, output: Path | None = None, store: StoreRoot 
     output
         Also copy the report to this file (its audio still plays from the store).
     """
-    from tasks.reports.report import copy_report, write_report
-
     checked = _checked_output(output) if output is not None else None
     opened = ArtifactStore.open(store)
+    opened.resolve(ref)  # a ref that names nothing is refused before the report module loads Prefect
+    from tasks.reports.report import copy_report, write_report
+
     location = write_report(opened, ref)
     copied = copy_report(opened, ref, checked) if checked is not None else None
     if as_json:

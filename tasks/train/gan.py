@@ -39,6 +39,7 @@ from tasks.reports.report import report_or_warn
 from tasks.store import ArtifactStore, DatasetVersion, object_key
 from tasks.store.layout import object_rel, version_rel
 from tasks.store.links import store_link
+from tasks.train.config import TrainingInputError, human_duration
 
 if TYPE_CHECKING:
     from musika_model.train_config import TrainConfig
@@ -51,10 +52,6 @@ CHECKPOINT_STAGE_VERSION = 1
 MODEL_STAGE = "checkpoint"
 MODEL_FORMAT = "musika-piano-gan"
 RUNS_ENV = "MUSIKA_PIANO_RUNS"
-
-
-class TrainingInputError(ValueError):
-    """Training data or a parent checkpoint that cannot be trained on (said precisely)."""
 
 
 @dataclass(frozen=True)
@@ -364,67 +361,6 @@ def publish_model_version(store: ArtifactStore, plan: TrainingPlan, gan_key: str
         stats={**stats, "run": plan.key, "datasets": [item.describe() for item in plan.datasets]},
     )
 
-
-
-def train_config(preset_name: str, overrides: dict[str, Any], parent_gan=None) -> TrainConfig:
-    """The preset with `overrides` (TrainConfig fields, plus base_channels/small for the GAN).
-
-    Fine-tuning (`parent_gan` given) keeps the parent's networks unless base_channels or small
-    is asked for explicitly; an explicit mismatch is refused later, with both values."""
-    from musika_model.train_config import TrainConfigError, preset
-
-    fields_ = dict(overrides)
-    gan_fields = {name: fields_.pop(name) for name in ("base_channels", "small") if name in fields_}
-    if "lr_phases" in fields_:
-        fields_["lr_phases"] = tuple(tuple(phase) for phase in fields_["lr_phases"])
-    try:
-        config = preset(preset_name, **fields_)
-        gan = parent_gan if parent_gan is not None else config.gan
-        return replace(config, gan=replace(gan, **gan_fields))
-    except (TypeError, ValueError) as error:
-        if isinstance(error, TrainConfigError):
-            raise TrainingInputError(str(error)) from error
-        raise TrainingInputError(f"invalid training configuration: {error}") from error
-
-
-GPU_PRESETS = frozenset({"piano_pretrain", "finetune_recordings"})
-"""Presets sized for a GPU: without one they are refused unless allow_cpu."""
-CPU_SECONDS_PER_STEP = 1.0
-"""A rough figure measured on a 2-core x86 CPU: one fp32 step at base_channels 128, batch 8,
-256-frame windows. A step's cost grows about linearly with the batch and the window length and
-quadratically with base_channels (`cpu_seconds_per_step`)."""
-
-
-def cpu_seconds_per_step(config: TrainConfig) -> float:
-    """The rough seconds one step of `config` takes on a CPU (from CPU_SECONDS_PER_STEP)."""
-    window = 0.5 if config.gan.small else 1.0
-    return CPU_SECONDS_PER_STEP * config.batch_size / 8 * (config.gan.base_channels / 128) ** 2 * window
-
-
-def human_duration(seconds: float) -> str:
-    """`seconds` in the largest unit that keeps the number readable: "70.2 weeks", "25.8 days"."""
-    for unit, size in (("weeks", 7 * 86400), ("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= (8 if unit == "weeks" else 2) * size:
-            return f"{seconds / size:,.1f} {unit}"
-    return f"{seconds:.0f} seconds"
-
-
-def refuse_cpu_training(preset_name: str, config: TrainConfig, allow_cpu: bool) -> None:
-    """Refuse a preset meant for a GPU when TensorFlow sees none (weeks of training on a CPU),
-    with the estimated duration and the way to start anyway; `allow_cpu` lets it through."""
-    if allow_cpu or preset_name not in GPU_PRESETS:
-        return
-    from musika_model.devices import gpu_visible
-
-    if gpu_visible():
-        return
-    seconds = config.total_steps * cpu_seconds_per_step(config)
-    raise TrainingInputError(
-        f"preset {preset_name} is meant for a GPU and TensorFlow sees none: {config.total_steps:,} steps "
-        f"at base_channels {config.gan.base_channels}, batch {config.batch_size} would take about "
-        f"{human_duration(seconds)} on this CPU; train on a GPU worker, pick --preset tiny, or pass "
-        "--allow-cpu (settings.allow_cpu) to start anyway"
-    )
 
 
 # --- the Prefect side --------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from musika_model.training_data import TrainingDataError
 from tasks.pipeline.models import NotAModelError
 from tasks.pipeline.registry import StageSpec
 from tasks.train import autoencoder, gan
+from tasks.train.config import TrainingInputError
 from tasks.train.params import AutoencoderTrainingParams, GanTrainingParams
 from tasks.train.report import model_report
 
@@ -22,7 +23,7 @@ SPECS = (
         gan.STAGE_VERSION,
         params=GanTrainingParams,
         user_errors=(
-            gan.TrainingInputError,
+            TrainingInputError,
             NotAModelError,
             CheckpointError,
             TrainConfigError,

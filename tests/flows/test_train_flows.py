@@ -38,6 +38,7 @@ from tasks.pipeline.params import RunSettings
 from tasks.pipeline.publishing import code_version
 from tasks.store import ArtifactStore
 from tasks.train import gan as training
+from tasks.train.config import TrainingInputError, train_config
 from tasks.train.params import GanTrainingParams
 from tests.helpers import run_cli, write_official_tiny_model, write_piano_midi
 
@@ -133,7 +134,7 @@ def test_the_epoch_table_is_written_every_few_epochs_and_always_at_the_end(laten
 
 def test_the_progress_artifact_says_step_epoch_and_eta(latents_store, tmp_path):
     store = latents_store
-    config = training.train_config("tiny", {"seed": 4})
+    config = train_config("tiny", {"seed": 4})
     plan = training.plan_training(store, "described", config, [training.resolve_latents(store, "a-latents", 1.0)],
                                   code_version=code_version())
     described: dict[int, str] = {}
@@ -182,7 +183,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_its_step(latents_sto
     store = latents_store
     settings = GanTrainingParams(preset="tiny", publish_every=1, seed=3, runs_dir=str(tmp_path))
     mixture = [training.resolve_latents(store, "a-latents", 1.0)]
-    config = training.train_config("tiny", {"seed": 3})
+    config = train_config("tiny", {"seed": 3})
     plan = training.plan_training(store, "resumed", config, mixture, code_version=code_version())
     run_dir = training.run_dir_of(tmp_path, plan)
     # What a run killed after its first epoch leaves: one checkpoint in its run folder.
@@ -221,7 +222,7 @@ def test_finetune_starts_from_the_parent_with_replay(latents_store, pretrained):
 def test_finetune_from_an_imported_model_and_a_width_mismatch_is_refused_first(latents_store):
     store = latents_store
     run = RunSettings(store=store.root)
-    with pytest.raises(training.TrainingInputError, match="base_channels=16.*base_channels=32"):
+    with pytest.raises(TrainingInputError, match="base_channels=16.*base_channels=32"):
         finetune(parent="tiny", datasets=["b-latents"], settings=GanTrainingParams(preset="tiny", base_channels=32),
                  run=run)
     assert "tiny-ft" not in {summary.name for summary in store.list_datasets()}
@@ -235,9 +236,9 @@ def test_finetune_from_an_imported_model_and_a_width_mismatch_is_refused_first(l
 def test_no_datasets_are_refused_before_anything_is_opened(latents_store):
     run = RunSettings(store=latents_store.root)
     # The parent does not exist: the refusal comes before the store is read.
-    with pytest.raises(training.TrainingInputError, match=r"^no datasets given: name at least one latents"):
+    with pytest.raises(TrainingInputError, match=r"^no datasets given: name at least one latents"):
         finetune(parent="no-such-model", datasets=[], settings=TINY, run=run)
-    with pytest.raises(training.TrainingInputError, match=r"^no datasets given"):
+    with pytest.raises(TrainingInputError, match=r"^no datasets given"):
         pretrain(datasets=[], name="nothing", settings=TINY, run=run)
     assert "nothing" not in {summary.name for summary in latents_store.list_datasets()}
     code, _, err = run_cli("--store", latents_store.root, "train", "finetune", "gan")
@@ -281,7 +282,7 @@ def _fake_latents(store: ArtifactStore, name: str, arrays: list[np.ndarray]) -> 
     [
         ("narrow", [np.zeros((300, 64), np.float32)], LatentWidthError, r"\(T, 128\).*\(300, 64\)"),
         ("short", [np.zeros((50, 128), np.float32)], SourceTooShortError, "50"),
-        ("empty", [], training.TrainingInputError, "empty@1 has no items to train on"),
+        ("empty", [], TrainingInputError, "empty@1 has no items to train on"),
     ],
 )
 def test_unusable_latents_fail_before_anything_is_published(latents_store, name, arrays, error, message):
@@ -304,10 +305,10 @@ def test_datasets_that_are_not_latents_are_refused_with_the_fix(latents_store):
 def test_gpu_presets_are_refused_on_a_cpu_before_anything_is_built(latents_store, pretrained):
     store = latents_store
     run = RunSettings(store=store.root)
-    with pytest.raises(training.TrainingInputError, match=r"preset piano_pretrain is meant for a GPU.*--allow-cpu"):
+    with pytest.raises(TrainingInputError, match=r"preset piano_pretrain is meant for a GPU.*--allow-cpu"):
         pretrain(datasets=["a-latents"], name="big", run=run)
     # Fine-tuning keeps the parent's width (16 here), and the estimate is of that width.
-    with pytest.raises(training.TrainingInputError, match=r"937,500 steps at base_channels 16, batch 32"):
+    with pytest.raises(TrainingInputError, match=r"937,500 steps at base_channels 16, batch 32"):
         finetune(parent="gan", datasets=["b-latents"], name="big-ft", run=run)
     code, _, err = run_cli("--store", store.root, "train", "finetune", "gan", "b-latents", "--name", "big-ft")
     assert code == 2 and "preset finetune_recordings is meant for a GPU" in err and "base_channels 16" in err

@@ -42,24 +42,30 @@ def parity_batches(gan, count: int = 3, batch_size: int = 4) -> list[np.ndarray]
 
 def parity_steps(start: str, out: str, devices: int | None = None, steps: int = 3) -> None:
     """Steps from the checkpoint `start` on `parity_batches`: losses of each step (JSON) and the
-    weights of all three networks after the first and the last step (.npz)."""
+    weights of all three networks after the first and the last step (.npz). In a multi-host run
+    (KERAS_DISTRIBUTION_* set) `devices` counts every host's, and each process feeds its share
+    of each batch, as the trainer does."""
     from musika_model.checkpoints import load_checkpoint
+    from musika_model.devices import process_share
     from musika_model.gan_training import create_gan_training
     from musika_model.layers import set_noise_seed
 
+    process, processes = process_share()
     state = load_checkpoint(start)
     nets = state.networks
     for model in nets.as_dict().values():
         set_noise_seed(model, NOISE_SEED)
     chosen = None
-    if devices is not None:
+    if devices is not None or processes > 1:  # one device by default, every host's in a multi-host run
         import jax
 
         chosen = jax.devices()[:devices]
     training = create_gan_training(nets, learning_rate=PARITY_LEARNING_RATE, seed=PARITY_SEED, devices=chosen)
     losses, weights = [], {}
     for index, batch in enumerate(parity_batches(nets.config)[:steps], start=1):
-        losses.append({key: float(value) for key, value in training.step(batch).items()})
+        share = len(batch) // processes
+        local = batch[process * share:(process + 1) * share]
+        losses.append({key: float(value) for key, value in training.step(local).items()})
         if index in (1, steps):
             training.sync()
             weights.update({
@@ -72,11 +78,15 @@ def parity_steps(start: str, out: str, devices: int | None = None, steps: int = 
     np.savez(Path(out) / "weights.npz", **weights)
 
 
-def train(run_dir: str, epochs: int = 1, **overrides: Any) -> str:
-    """A fresh tiny run; returns its last checkpoint."""
+def train(run_dir: str, epochs: int = 1, devices: int | str | None = None, **overrides: Any) -> str:
+    """A fresh tiny run (data parallel over `devices`, a count or "all", when given); returns
+    its last checkpoint."""
+    from musika_model.devices import training_devices
     from musika_model.training import Trainer
 
-    result = Trainer(tiny_config(epochs, **overrides), latent_sources(), run_dir).train()
+    config = tiny_config(epochs, **overrides)
+    chosen = None if devices is None else training_devices("auto", devices, config.batch_size)
+    result = Trainer(config, latent_sources(), run_dir, devices=chosen).train()
     return str(result.last_checkpoint)
 
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -23,6 +24,7 @@ import pytest
 from musika_model import official
 from musika_model.checkpoints import read_checkpoint_info
 from musika_model.networks import build_gan
+from tests.e2e.prefect_helpers import free_port
 from tests.musika_model import backend_scenarios as scenarios
 
 pytest.importorskip("jax")
@@ -171,26 +173,107 @@ def test_jax_training_imports_no_tensorflow(runs):
     assert runs["jax"]["tensorflow_imported"] is False
 
 
-def test_two_devices_give_the_losses_of_one_at_the_same_global_batch(runs):
-    """Data parallel over 2 virtual CPU devices against 1, global batch 4: the same losses within
-    float rounding (the batch means become a cross-device sum of two halves: measured, the
-    losses differ by at most 9e-7 relative and the weights by 0.012 lr after 3 steps; held to the
-    TensorFlow/JAX bounds), and the device checks refuse 3 devices and a batch of 3."""
+@pytest.fixture(scope="module")
+def device_runs(runs) -> dict:
+    """The parity steps on 1 and on 2 virtual CPU devices in one process, and the device checks."""
     folder = runs["folder"]
     report = run_on_jax(folder, "devices", [
         ["parity_steps", {"start": str(runs["start"]), "out": str(folder / "one-device"), "devices": 1}],
         ["parity_steps", {"start": str(runs["start"]), "out": str(folder / "two-devices"), "devices": 2}],
         ["device_errors", {}],
     ], extra_env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    one, one_weights = _losses_and_weights(folder / "one-device")
-    two, two_weights = _losses_and_weights(folder / "two-devices")
-    for step, (expected, found) in enumerate(zip(one, two, strict=True), start=1):
-        for key in expected:
-            assert found[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-4), (step, key)
+    return {"one": _losses_and_weights(folder / "one-device"), "two": _losses_and_weights(folder / "two-devices"),
+            "errors": report["results"][2]}
+
+
+def assert_losses_agree(expected: list[dict], found: list[dict]) -> None:
+    assert len(found) == len(expected) == 3
+    for step, (wanted, got) in enumerate(zip(expected, found, strict=True), start=1):
+        assert set(got) == set(wanted)
+        for key in wanted:
+            assert got[key] == pytest.approx(wanted[key], rel=1e-4, abs=1e-4), (step, key)
+
+
+def test_two_devices_give_the_losses_of_one_at_the_same_global_batch(device_runs):
+    """Data parallel over 2 virtual CPU devices against 1, global batch 4: the same losses within
+    float rounding (the batch means become a cross-device sum of two halves: measured, the
+    losses differ by at most 9e-7 relative and the weights by 0.012 lr after 3 steps; held to the
+    TensorFlow/JAX bounds), and the device checks refuse 3 devices and a batch of 3."""
+    (one, one_weights), (two, two_weights) = device_runs["one"], device_runs["two"]
+    assert_losses_agree(one, two)
     assert_weights_agree(one_weights, two_weights)
-    too_many, uneven = report["results"][2]
+    too_many, uneven = device_runs["errors"]
     assert "--devices 3: JAX sees 2 CPU device(s)" in too_many
     assert "batch size 3 does not split evenly over 2 devices" in uneven
+
+
+def run_as_jax_hosts(folder: Path, name: str, specs: list[list]) -> list[dict]:
+    """Run one scenario list per process as a multi-host JAX job on this machine: the processes
+    join through `jax.distributed` from the KERAS_DISTRIBUTION_* variables, as on real hosts
+    (README, "Several GPUs"), with one CPU device each and CPU collectives over gloo."""
+    coordinator = f"127.0.0.1:{free_port()}"
+    children = []
+    for index, spec in enumerate(specs):
+        path = folder / f"{name}-{index}.json"
+        path.write_text(json.dumps(spec))
+        env = {name: value for name, value in os.environ.items() if name != "XLA_FLAGS"}
+        env.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+                   KERAS_DISTRIBUTION_JOB_ADDRESSES=coordinator, KERAS_DISTRIBUTION_NUM_PROCESSES=str(len(specs)),
+                   KERAS_DISTRIBUTION_PROCESS_ID=str(index))
+        log = path.with_suffix(".log").open("w")
+        children.append((path, log, subprocess.Popen(
+            [sys.executable, "-m", "tests.musika_model.backend_scenarios", str(path)],
+            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)))
+    deadline = time.monotonic() + 600
+    try:
+        while any(child.poll() is None for _, _, child in children) and time.monotonic() < deadline:
+            # one process that fails leaves the others waiting at a barrier: stop at its error
+            if any(child.returncode not in (None, 0) for _, _, child in children):
+                break
+            time.sleep(0.5)
+    finally:
+        for _, log, child in children:
+            child.kill()
+            child.wait()
+            log.close()
+    failed = [f"{path.stem}: exit {child.returncode}\n{path.with_suffix('.log').read_text()[-2000:]}"
+              for path, _, child in children if child.returncode != 0]
+    assert not failed, "\n".join(failed)
+    return [json.loads(path.with_suffix(".out.json").read_text()) for path, _, _ in children]
+
+
+def test_two_hosts_train_as_two_devices_of_one(runs, device_runs):
+    """A multi-host run, two processes on this machine with one device each: every process sees
+    the global losses, which are those of one process with two devices (each process feeds its half
+    of each batch); a short training run ends with the same checkpoint weights on both hosts."""
+    folder = runs["folder"]
+    reports = run_as_jax_hosts(folder, "hosts", [
+        [["parity_steps", {"start": str(runs["start"]), "out": str(folder / f"host-{index}")}],
+         ["train", {"run_dir": str(folder / f"host-{index}-run"), "epochs": 1, "batch_size": 4,
+                    "devices": "all"}]]
+        for index in range(2)
+    ])
+    _, (two, two_weights) = device_runs["one"], device_runs["two"]
+    for index in range(2):
+        losses, weights = _losses_and_weights(folder / f"host-{index}")
+        assert_losses_agree(two, losses)
+        assert_weights_agree(two_weights, weights)
+    checkpoints = [Path(report["results"][1]) for report in reports]
+    assert checkpoints[0] != checkpoints[1] and all(path.is_dir() for path in checkpoints)
+    files = sorted(path.name for path in checkpoints[0].glob("*.h5"))
+    assert files == sorted(path.name for path in checkpoints[1].glob("*.h5")) and "gen.h5" in files
+    for file in files:
+        with h5py.File(checkpoints[0] / file) as first, h5py.File(checkpoints[1] / file) as second:
+            first_values, second_values = _datasets(first), _datasets(second)
+        assert first_values.keys() == second_values.keys() and first_values, file
+        for name, value in first_values.items():
+            np.testing.assert_array_equal(value, second_values[name], err_msg=f"{file}:{name}")
+
+
+def _datasets(h5: h5py.File) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    h5.visititems(lambda name, item: found.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return found
 
 
 def test_the_gpu_benchmark_runs_on_the_jax_cpu_backend_without_the_data_half(tmp_path):

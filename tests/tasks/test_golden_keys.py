@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from flows.train import parent_networks
 from musika_model.checkpoints import (
     CHECKPOINT_FORMAT,
     MARKER_FILE,
@@ -61,6 +60,7 @@ from tasks.segment.stage import (
 from tasks.store import ArtifactStore, DatasetVersion
 from tasks.train import autoencoder
 from tasks.train import gan as training
+from tasks.train.config import parent_networks, train_config
 from tests.helpers import publish_audio_dataset
 
 GOLDEN_KEYS: dict[str, str] = {
@@ -155,7 +155,7 @@ def build_golden_inputs(root: Path) -> GoldenInputs:
     replayed = publish_latents(store, "replayed-latents", ae_key, audio.ref)
     publish_latents(store, "piano-latents", ae_key, audio.ref)
     with store.publish_object(FIXTURE_STAGE, 1, {"role": GAN_ITEM}, [], item=GAN_ITEM) as staged:
-        write_checkpoint(staged.dir, training.train_config("piano_pretrain", {}), 2_653_125, 283)
+        write_checkpoint(staged.dir, train_config("piano_pretrain", {}), 2_653_125, 283)
     store.publish_dataset(
         "piano-model", stage=training.MODEL_STAGE, params={"format": training.MODEL_FORMAT},
         items=[{"item_id": AUTOENCODER_ITEM, "key": ae_key}, {"item_id": GAN_ITEM, "key": staged.key}],
@@ -267,13 +267,13 @@ def pretrain_plan(inputs: GoldenInputs, config: TrainConfig) -> training.Trainin
 
 
 def pretrain_key(inputs: GoldenInputs) -> str:
-    return pretrain_plan(inputs, training.train_config("piano_pretrain", {})).key
+    return pretrain_plan(inputs, train_config("piano_pretrain", {})).key
 
 
 def finetune_key(inputs: GoldenInputs) -> str:
     """The plan of `flows.train.finetune` on `piano-latents` with a quarter of replay."""
     model, parent_gan = parent_networks(inputs.store, "piano-model")
-    config = training.train_config("finetune_recordings", {}, parent_gan)
+    config = train_config("finetune_recordings", {}, parent_gan)
     new = [training.resolve_latents(inputs.store, *training.parse_weighted_ref("piano-latents:2"))]
     mixture = training.replay_mixture(new, training.parent_training_data(inputs.store, model), 0.25)
     return training.plan_training(inputs.store, "piano-ft", config, mixture, parent=model).key
@@ -282,7 +282,7 @@ def finetune_key(inputs: GoldenInputs) -> str:
 def run_plan(inputs: GoldenInputs) -> training.TrainingPlan:
     """The pretrain plan with the run key `TRAINING_RUN_KEY` (a run's objects are keyed by the
     run key, which `train-gan-pretrain` pins on its own)."""
-    plan = pretrain_plan(inputs, training.train_config("piano_pretrain", {}))
+    plan = pretrain_plan(inputs, train_config("piano_pretrain", {}))
     return replace(plan, key=TRAINING_RUN_KEY)
 
 
@@ -370,7 +370,7 @@ def test_every_stage_has_a_pinned_key() -> None:
 def test_mixed_precision_dtype_is_in_the_run_key_only_when_not_the_default(golden: GoldenInputs) -> None:
     """TrainConfig.to_dict leaves later fields out at their defaults: the default config keeps
     the pinned key, bfloat16 is another run."""
-    pretrain = training.train_config("piano_pretrain", {})
+    pretrain = train_config("piano_pretrain", {})
     assert "mixed_precision_dtype" not in pretrain.to_dict()
     explicit_default = replace(pretrain, mixed_precision_dtype="float16")
     assert pretrain_plan(golden, explicit_default).key == GOLDEN_KEYS["train-gan-pretrain"]

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from flows.cli.commands import app, is_user_error, main
 from flows.cli.options import params
+from musika_model.devices import gpu_visible
 from tasks.download.params import CrawlParams
 from tasks.normalize.params import LoudnessParams
 from tasks.pipeline.params import RunSettings
@@ -199,7 +200,7 @@ def test_model_info_reports_the_official_parameter_counts(capsys):
 @pytest.mark.parametrize("module_name, name", [
     ("tasks.render.core", "RenderError"), ("musika_model.official", "OfficialWeightsError"),
     ("tasks.download.core", "InvalidSource"), ("tasks.pipeline.models", "NotAModelError"),
-    ("tasks.train.gan", "TrainingInputError"), ("tasks.train.autoencoder", "AutoencoderStageError"),
+    ("tasks.train.config", "TrainingInputError"), ("tasks.train.autoencoder", "AutoencoderStageError"),
     ("tasks.train.autoencoder", "AutoencoderDivergedError"), ("musika_model.checkpoints", "CheckpointError"),
     ("musika_model.train_config", "TrainConfigError"), ("musika_model.training", "TrainingDiverged"),
     ("musika_model.training_data", "TrainingDataError"), ("musika_model.devices", "DeviceUnavailableError"),
@@ -337,7 +338,8 @@ def test_help_and_store_commands_load_no_prefect_tensorflow_or_numpy(tmp_path):
 
 
 def test_input_errors_of_the_flow_commands_come_before_prefect(store, tmp_path):
-    """A wrong ref, name, source or soundfont: exit 2 and one line, before Prefect is imported."""
+    """A wrong ref, name, source, soundfont or training setting: exit 2 and one line, before
+    Prefect is imported."""
     midi = write_piano_midi(tmp_path / "song.mid", seconds=1.0)
     missing = tmp_path / "missing"
     cases = [
@@ -354,7 +356,12 @@ def test_input_errors_of_the_flow_commands_come_before_prefect(store, tmp_path):
         (["generate", "nosuch"], "no dataset named 'nosuch'"),
         (["evaluate", "piano", "--reference", "piano"], "piano@2"),
         (["evaluate", "piano", "--reference", "nosuch"], "no dataset named 'nosuch'"),
+        (["report", "nosuch@1"], "no dataset named 'nosuch'"),
+        (["train", "pretrain", "piano", "--name", "m", "--preset", "tiny", "--devices", "2"],
+         "data parallel training needs the JAX backend"),
     ]
+    if not gpu_visible():
+        cases.append((["train", "pretrain", "piano", "--name", "m"], "preset piano_pretrain is meant for a GPU"))
     script = (
         "import contextlib, io, json, sys\n"
         "from flows.cli import main\n"

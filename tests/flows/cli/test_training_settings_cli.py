@@ -19,7 +19,7 @@ from musika_model import devices
 from musika_model.config import GanConfig
 from musika_model.devices import DeviceUnavailableError, gpu_visible, select_device
 from musika_model.train_config import TrainConfig, preset
-from tasks.train import gan as training
+from tasks.train.config import checked_config, cpu_seconds_per_step, human_duration
 from tasks.train.params import AutoencoderTrainingParams, GanTrainingParams
 from tests.helpers import run_cli
 
@@ -74,16 +74,16 @@ def test_a_malformed_lr_phase_is_a_one_line_error(text, tmp_path):
 
 def test_config_settings_reach_the_train_config_and_execution_choices_do_not():
     chosen = {"preset": "tiny", "xla": False, "max_rollbacks": 5, "mixed_precision_dtype": "bfloat16", "small": False}
-    config = flows.train.checked_config(GanTrainingParams(**chosen, allow_cpu=True))
+    config = checked_config(GanTrainingParams(**chosen, allow_cpu=True))
     assert (config.xla, config.max_rollbacks, config.mixed_precision_dtype, config.gan.small) == (
         False, 5, "bfloat16", False)
-    assert config == flows.train.checked_config(GanTrainingParams(**chosen))
+    assert config == checked_config(GanTrainingParams(**chosen))
 
 
 def test_the_cpu_estimate_scales_with_batch_and_width():
-    assert training.cpu_seconds_per_step(TrainConfig(gan=GanConfig(base_channels=128), batch_size=8)) == 1.0
-    assert training.cpu_seconds_per_step(preset("piano_pretrain")) == 16.0  # 4x the batch, 2x the width
-    assert [training.human_duration(s) for s in (40, 600, 3 * 3600, 25.8 * 86400, 491 * 86400)] == [
+    assert cpu_seconds_per_step(TrainConfig(gan=GanConfig(base_channels=128), batch_size=8)) == 1.0
+    assert cpu_seconds_per_step(preset("piano_pretrain")) == 16.0  # 4x the batch, 2x the width
+    assert [human_duration(s) for s in (40, 600, 3 * 3600, 25.8 * 86400, 491 * 86400)] == [
         "40 seconds", "10.0 minutes", "3.0 hours", "25.8 days", "70.1 weeks"]
 
 
@@ -100,8 +100,8 @@ def test_a_gpu_preset_is_refused_on_a_cpu_before_prefect_starts(monkeypatch, tmp
     assert "2,653,125 steps at base_channels 256, batch 32 would take about 70.2 weeks on this CPU" in err
     assert "--preset tiny" in err and "--allow-cpu (settings.allow_cpu)" in err
     # tiny is meant for a CPU; allow_cpu starts a GPU preset anyway.
-    assert flows.train.checked_config(GanTrainingParams(preset="tiny")).gan.base_channels == 16
-    assert flows.train.checked_config(GanTrainingParams(allow_cpu=True)).total_steps == 2_653_125
+    assert checked_config(GanTrainingParams(preset="tiny")).gan.base_channels == 16
+    assert checked_config(GanTrainingParams(allow_cpu=True)).total_steps == 2_653_125
 
 
 @without_gpu

@@ -11,7 +11,7 @@ import pytest
 from tasks.pipeline.registry import RegistryError, StageSpec, all_specs, spec_for, user_errors
 from tasks.render.core import RenderError
 from tasks.reports.page import environment
-from tasks.train.gan import TrainingInputError
+from tasks.train.config import TrainingInputError
 
 STORE_STAGES = {
     "list", "download", "segment-plan", "segment", "quality", "dedupe", "render", "normalize",
