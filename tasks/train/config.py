@@ -92,17 +92,19 @@ def human_duration(seconds: float) -> str:
 
 
 def refuse_cpu_training(preset_name: str, config: TrainConfig, allow_cpu: bool) -> None:
-    """Refuse a preset meant for a GPU when TensorFlow sees none (weeks of training on a CPU),
+    """Refuse a preset meant for a GPU when the backend sees none (weeks of training on a CPU),
     with the estimated duration and the way to start anyway; `allow_cpu` lets it through."""
     if allow_cpu or preset_name not in GPU_PRESETS:
         return
+    from musika_model.backends import active_backend
     from musika_model.devices import gpu_visible
 
     if gpu_visible():
         return
     seconds = config.total_steps * cpu_seconds_per_step(config)
+    backend = {"tensorflow": "TensorFlow", "jax": "JAX"}.get(active_backend(), active_backend())
     raise TrainingInputError(
-        f"preset {preset_name} is meant for a GPU and TensorFlow sees none: {config.total_steps:,} steps "
+        f"preset {preset_name} is meant for a GPU and {backend} sees none: {config.total_steps:,} steps "
         f"at base_channels {config.gan.base_channels}, batch {config.batch_size} would take about "
         f"{human_duration(seconds)} on this CPU; train on a GPU worker, pick --preset tiny, or pass "
         "--allow-cpu (settings.allow_cpu) to start anyway"

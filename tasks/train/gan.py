@@ -362,7 +362,6 @@ def publish_model_version(store: ArtifactStore, plan: TrainingPlan, gan_key: str
     )
 
 
-
 # --- the Prefect side --------------------------------------------------------------------------
 
 TRAINING_DIVERGED_EVENT = "musika.training.divergence"
