@@ -20,7 +20,7 @@ demo: setup
 	$(VENV)/bin/musika-piano demo
 
 test: setup-tests
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest tests --durations=25
 
 test-fast: setup-tests
 	$(VENV)/bin/python -m pytest tests -m "not slow"
