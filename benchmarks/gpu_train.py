@@ -40,6 +40,7 @@ WHEELS = ROOT / "benchmarks" / "wheels"
 RECIPE_STEPS = 283 * 9375
 TARGET_STEPS_PER_SECOND = 31.0
 FORBIDDEN_MODULES = ("prefect", "tensorflow", "librosa", "tasks", "flows")
+PREALLOCATE = "XLA_PYTHON_CLIENT_PREALLOCATE"
 
 
 def _use_carried_wheels() -> None:
@@ -148,15 +149,20 @@ def _measure_here(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_in_a_child(arguments: argparse.Namespace, base_channels: int, batch_size: int, policy: str) -> dict:
+def _measure_in_a_child(arguments: argparse.Namespace, base_channels: int, batch_size: int, policy: str,
+                        users_preallocate: str | None) -> dict:
     """One configuration in a process of its own: the device's peak memory is that row's alone, and
-    a configuration that fails (out of memory) leaves the others standing."""
+    a configuration that fails (out of memory) leaves the others standing. The child gets the
+    user's XLA_PYTHON_CLIENT_PREALLOCATE (JAX's default when unset), not the parent's."""
     import subprocess
 
     command = [sys.executable, str(Path(__file__).resolve()), "--configuration", str(base_channels),
                str(batch_size), policy, "--steps", str(arguments.steps), "--warmup", str(arguments.warmup),
                *(["--tiny"] if arguments.tiny else [])]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {name: value for name, value in os.environ.items() if name != PREALLOCATE}
+    if users_preallocate is not None:
+        env[PREALLOCATE] = users_preallocate
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         cause = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
         return {"row": {"base_channels": base_channels, "batch": batch_size, "policy": policy,
@@ -171,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     _use_carried_wheels()
     if arguments.configuration:
         return _measure_here(arguments)
+    users_preallocate = os.environ.get(PREALLOCATE)
+    # This process only lists the devices: without this, JAX would take 75 % of a GPU's memory
+    # here, away from the rows measured in the children.
+    os.environ[PREALLOCATE] = "false"
     import jax
     import keras
 
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     for base_channels in arguments.base_channels:
         for batch_size in arguments.batch_sizes:
             for policy in arguments.policies:
-                measured = _measure_in_a_child(arguments, base_channels, batch_size, policy)
+                measured = _measure_in_a_child(arguments, base_channels, batch_size, policy, users_preallocate)
                 row = measured["row"]
                 rows.append(row)
                 loaded.update(measured["forbidden_imported"])
