@@ -135,6 +135,11 @@ def measure(base_channels: int, batch_size: int, policy: str, steps: int, warmup
     }
 
 
+def _forbidden_loaded() -> list[str]:
+    """The modules of FORBIDDEN_MODULES this process has imported."""
+    return sorted({name.split(".")[0] for name in sys.modules} & set(FORBIDDEN_MODULES))
+
+
 COLUMNS = ("base_channels", "batch", "policy", "steps_per_s", "samples_per_s", "step_ms", "input_ms",
            "compile_s", "peak_gib", "recipe_hours")
 
@@ -144,8 +149,7 @@ def _measure_here(arguments: argparse.Namespace) -> int:
     loaded on the last line of stdout."""
     base_channels, batch_size, policy = arguments.configuration
     row = measure(int(base_channels), int(batch_size), policy, arguments.steps, arguments.warmup, arguments.tiny)
-    loaded = sorted({name.split(".")[0] for name in sys.modules} & set(FORBIDDEN_MODULES))
-    print(json.dumps({"row": row, "forbidden_imported": loaded}))
+    print(json.dumps({"row": row, "forbidden_imported": _forbidden_loaded()}))
     return 0
 
 
@@ -168,6 +172,10 @@ def _measure_in_a_child(arguments: argparse.Namespace, base_channels: int, batch
         return {"row": {"base_channels": base_channels, "batch": batch_size, "policy": policy,
                         "failed": cause[:300]}, "forbidden_imported": []}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _write_rows(path: Path, device: object, rows: list[dict], loaded: set[str]) -> None:
+    path.write_text(json.dumps({"device": str(device), "rows": rows, "forbidden_imported": sorted(loaded)}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,16 +208,15 @@ def main(argv: list[str] | None = None) -> int:
                     [f"failed: {row['failed']}"] if "failed" in row else [row[name] for name in COLUMNS[3:]])
                 print(" ".join(f"{value!s:>13s}" for value in shown), flush=True)
                 if arguments.json:  # row by row, so a run cut off by a time limit keeps what it measured
-                    arguments.json.write_text(json.dumps(
-                        {"device": str(device), "rows": rows, "forbidden_imported": sorted(loaded)}))
+                    _write_rows(arguments.json, device, rows, loaded)
     target = [row for row in rows if (row["base_channels"], row["batch"]) == (256, 32) and "failed" not in row]
     for row in target:
         verdict = "meets" if row["steps_per_s"] >= TARGET_STEPS_PER_SECOND else "misses"
         print(f"final recipe ({row['policy']}): {row['recipe_hours']} h; {verdict} the target of "
               f"{TARGET_STEPS_PER_SECOND:g} steps/s (under 24 h)")
-    loaded.update({name.split(".")[0] for name in sys.modules} & set(FORBIDDEN_MODULES))
+    loaded.update(_forbidden_loaded())
     if arguments.json:
-        arguments.json.write_text(json.dumps({"device": str(device), "rows": rows, "forbidden_imported": sorted(loaded)}))
+        _write_rows(arguments.json, device, rows, loaded)
     if loaded:
         print(f"gpu_train: imported {', '.join(sorted(loaded))}, which this benchmark must not need", file=sys.stderr)
         return 1

@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -53,6 +54,34 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@contextmanager
+def running_server(folder: Path, timeout: float = 120.0, **settings: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real `prefect server start` on a free loopback port, with a home and database of its own
+    under `folder` (its output in folder/prefect-server.log) and no PREFECT_* setting of this
+    process: (its API URL, the environment of a process that uses it). `settings` are more
+    PREFECT_* variables for the server. The port is also the UI's (PREFECT_SERVER_API_PORT and
+    PREFECT_UI_API_URL: `--port` alone leaves the UI calling the API at 4200)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(folder / "prefect-home"), PREFECT_SERVER_API_HOST="127.0.0.1",
+               PREFECT_SERVER_API_PORT=str(port), PREFECT_UI_API_URL=url, **settings)
+    log = folder / "prefect-server.log"
+    with log.open("wb") as output:
+        server = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        try:
+            wait_for_health(url, server, timeout=timeout)
+        except (RuntimeError, TimeoutError) as error:
+            raise AssertionError(f"{error}\n{log.read_text(errors='replace')[-3000:]}") from None
+        yield url, {**env, "PREFECT_API_URL": url}
+    finally:
+        stop(server)
 
 
 def prefect(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -7,38 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.prefect_helpers import BIN, PROJECT_ROOT, free_port, prefect, stop, wait_for_health
+from tests.e2e.prefect_helpers import PROJECT_ROOT, prefect, running_server
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
 def prefect_server(tmp_path):
-    port = free_port()
-    env = dict(os.environ)
-    env.pop("PREFECT_API_URL", None)
-    env["PREFECT_HOME"] = str(tmp_path / "server-home")
-    env["PREFECT_SERVER_API_HOST"] = "127.0.0.1"
-    env["PREFECT_SERVER_API_PORT"] = str(port)
-    url = f"http://127.0.0.1:{port}/api"
-    with open(tmp_path / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_for_health(url, server)
-            yield url
-        finally:
-            stop(server)
+    with running_server(tmp_path) as (url, _):
+        yield url
 
 
 def _client_env(server_url: str, tmp_path: Path, store: Path) -> dict[str, str]:

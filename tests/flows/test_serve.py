@@ -31,7 +31,7 @@ from tasks.store import ArtifactStore
 from tasks.store.layout import report_rel, version_rel
 from tasks.store.links import ENV_PUBLIC_URL
 from tasks.store.serve import StoreServer
-from tests.e2e.prefect_helpers import api, free_port, stop, wait_for_health
+from tests.e2e.prefect_helpers import api, running_server
 from tests.helpers import piano_like, run_cli
 
 if TYPE_CHECKING:
@@ -225,32 +225,12 @@ PUBLISH_IN_A_PROCESS = ("import sys; from pathlib import Path; from tests.flows.
 
 @pytest.fixture()
 def prefect_server_with_ui(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real `prefect server start` with its UI (v2, the default at /, and v1) on a free port, with
-    a home, database and UI copy of its own: (its URL, the environment of a process that uses it)."""
-    url = f"http://127.0.0.1:{free_port()}"
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
-    environment.pop(ENV_PUBLIC_URL, None)
-    environment.update(
-        PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_STATIC_DIRECTORY=str(tmp_path / "prefect-ui"),  # not the copy in site-packages
-        # `--port` alone leaves the UI calling the API at the default port, 4200
-        PREFECT_UI_API_URL=f"{url}/api",
-    )
-    log = tmp_path / "prefect-server.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-             "--port", url.rsplit(":", 1)[1]],
-            cwd=tmp_path, env=environment, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        try:
-            wait_for_health(f"{url}/api", process, timeout=90)
-        except (RuntimeError, TimeoutError) as error:
-            raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from None
-        yield url, {**environment, "PREFECT_API_URL": f"{url}/api"}
-    finally:
-        stop(process)
+    """A real `prefect server start` with its UI (v2, the default at /, and v1): (its URL, the
+    environment of a process that uses it)."""
+    with running_server(tmp_path, timeout=90, PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                        PREFECT_UI_STATIC_DIRECTORY=str(tmp_path / "prefect-ui"),  # not the copy in site-packages
+                        ) as (api_url, environment):
+        yield api_url.removesuffix("/api"), environment
 
 
 def open_in_the_same_tab_or_a_new_one(link: Locator) -> Page:

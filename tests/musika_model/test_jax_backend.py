@@ -32,13 +32,20 @@ pytestmark = pytest.mark.slow
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_on_jax(folder: Path, name: str, spec: list, extra_env: dict[str, str] | None = None) -> dict:
-    """Run scenarios in a child process on the JAX backend; its report."""
+def scenario_child(folder: Path, name: str, spec: list, extra_env: dict[str, str]) -> tuple[Path, list[str], dict]:
+    """Write the scenario list `spec` to folder/NAME.json: (that path, the command that runs it on
+    JAX's CPU backend, its environment with `extra_env`); the report lands in NAME.out.json."""
     path = folder / f"{name}.json"
     path.write_text(json.dumps(spec))
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **(extra_env or {})}
-    done = subprocess.run([sys.executable, "-m", "tests.musika_model.backend_scenarios", str(path)],
-                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **extra_env}
+    return path, [sys.executable, "-m", "tests.musika_model.backend_scenarios", str(path)], env
+
+
+def run_on_jax(folder: Path, name: str, spec: list, extra_env: dict[str, str] | None = None) -> dict:
+    """Run scenarios in a child process on the JAX backend; its report."""
+    path, command, env = scenario_child(folder, name, spec, extra_env or {})
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(path.with_suffix(".out.json").read_text())
 
@@ -95,11 +102,8 @@ def test_the_jax_step_computes_what_the_tensorflow_step_computes(runs):
     scenarios.parity_steps(str(runs["start"]), str(tf_folder))
     tf_losses, tf_weights = _losses_and_weights(tf_folder)
     jax_losses, jax_weights = _losses_and_weights(runs["folder"] / "jax-parity")
-    assert len(tf_losses) == len(jax_losses) == 3
-    for step, (expected, found) in enumerate(zip(tf_losses, jax_losses, strict=True), start=1):
-        assert set(found) == set(expected) and len(found) == 7
-        for key in expected:
-            assert found[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-4), (step, key)
+    assert_losses_agree(tf_losses, jax_losses)
+    assert all(len(found) == 7 for found in jax_losses)  # assert_losses_agree: 3 steps
     assert set(tf_weights) == set(jax_weights)
     assert_weights_agree(tf_weights, jax_weights)
     lr = scenarios.PARITY_LEARNING_RATE
@@ -187,6 +191,7 @@ def device_runs(runs) -> dict:
 
 
 def assert_losses_agree(expected: list[dict], found: list[dict]) -> None:
+    """Three steps' losses, each within 1e-4 relative or absolute (the parity bound)."""
     assert len(found) == len(expected) == 3
     for step, (wanted, got) in enumerate(zip(expected, found, strict=True), start=1):
         assert set(got) == set(wanted)
@@ -214,16 +219,13 @@ def run_as_jax_hosts(folder: Path, name: str, specs: list[list]) -> list[dict]:
     coordinator = f"127.0.0.1:{free_port()}"
     children = []
     for index, spec in enumerate(specs):
-        path = folder / f"{name}-{index}.json"
-        path.write_text(json.dumps(spec))
-        env = {name: value for name, value in os.environ.items() if name != "XLA_FLAGS"}
-        env.update(KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-                   KERAS_DISTRIBUTION_JOB_ADDRESSES=coordinator, KERAS_DISTRIBUTION_NUM_PROCESSES=str(len(specs)),
-                   KERAS_DISTRIBUTION_PROCESS_ID=str(index))
+        path, command, env = scenario_child(folder, f"{name}-{index}", spec, {
+            "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo", "KERAS_DISTRIBUTION_JOB_ADDRESSES": coordinator,
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": str(len(specs)), "KERAS_DISTRIBUTION_PROCESS_ID": str(index)})
+        env.pop("XLA_FLAGS", None)  # one device per process
         log = path.with_suffix(".log").open("w")
-        children.append((path, log, subprocess.Popen(
-            [sys.executable, "-m", "tests.musika_model.backend_scenarios", str(path)],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)))
+        children.append((path, log, subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log,
+                                                     stderr=subprocess.STDOUT)))
     deadline = time.monotonic() + 600
     try:
         while any(child.poll() is None for _, _, child in children) and time.monotonic() < deadline:
